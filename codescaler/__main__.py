@@ -1,0 +1,5 @@
+import sys
+
+from codescaler.cli import main
+
+sys.exit(main())

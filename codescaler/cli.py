@@ -1,0 +1,81 @@
+"""`codescaler <verb>`: thin wrappers over the stage functions.
+
+Each stage module defines `add_cli(parser)` and `cli_main(args) -> int`; this
+module only dispatches, imports the stage lazily (so `--help` is instant) and
+turns bad input into one line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from codescaler.records import RecordError, UserError
+
+# verb -> (module, one-line help)
+VERBS: dict[str, tuple[str, str]] = {
+    "prepare": ("codescaler.prepare", "convert a dataset (deepcoder, lcb, mbpp, humaneval, ...) to Problems JSONL"),
+    "extract": ("codescaler.extract", "add the extracted code (or null) to each response"),
+    "verify": ("codescaler.sandbox", "run responses against the tests in a sandbox and add a verdict"),
+    "score": ("codescaler.scorer", "score responses with a reward model (rm_score, reward, truncated)"),
+    "generate": ("codescaler.generate", "sample N responses per problem from a policy model"),
+    "select": ("codescaler.select", "best-of-N: pick one response per problem by rm/tests/random/majority"),
+    "pairs": ("codescaler.pairs", "build chosen/rejected preference pairs from verified responses"),
+    "train-rm": ("codescaler.train_rm", "train a Bradley-Terry reward model on pairs"),
+    "train-policy": ("codescaler.grpo", "GRPO a policy with the rm, tests or hybrid reward"),
+    "eval": ("codescaler.evaluate", "generate, verify and report pass@k / avg@k on a benchmark"),
+    "rm-bench": ("codescaler.rmbench", "RM-Bench accuracy (easy/normal/hard, per domain)"),
+    "serve": ("codescaler.server", "HTTP reward server (/score, OpenRLHF /get_reward, /health)"),
+    "demo": ("codescaler.demo", "the whole pipeline in miniature on this machine, with a report"),
+}
+
+
+def _top_help() -> str:
+    width = max(map(len, VERBS))
+    lines = ["usage: codescaler <verb> [options]   (codescaler <verb> --help for a verb's options)", "",
+             "Execution-free reward models for code LLMs.", "", "verbs:"]
+    lines += [f"  {v.ljust(width)}  {h}" for v, (_, h) in VERBS.items()]
+    return "\n".join(lines)
+
+
+def progress(iterable=None, total=None, desc: str = "", unit: str = "it", **kw):
+    """A tqdm bar on stderr that appears only for work that takes over a second."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit=unit, delay=1.0, dynamic_ncols=True, file=sys.stderr, **kw)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_top_help())
+        return 0
+    verb = argv[0]
+    if verb not in VERBS:
+        print(f"codescaler: error: unknown verb {verb!r}\n\n{_top_help()}", file=sys.stderr)
+        return 2
+    module_name, help_text = VERBS[verb]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name != module_name:
+            raise
+        print(f"codescaler {verb}: not built in this version", file=sys.stderr)
+        return 2
+    parser = argparse.ArgumentParser(prog=f"codescaler {verb}", description=help_text + ".\n\n" + (module.__doc__ or ""),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    module.add_cli(parser)
+    args = parser.parse_args(argv[1:])
+    try:
+        return int(module.cli_main(args) or 0)
+    except (RecordError, UserError) as e:
+        print(f"codescaler {verb}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"codescaler {verb}: interrupted; finished records are kept, rerun to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
