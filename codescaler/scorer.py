@@ -1,0 +1,358 @@
+"""The one scoring path: (problem prompt, response) -> Scored, batched.
+
+The RM input is SPEC.md's: a two-turn chat [user: prompt, assistant: extracted
+code] rendered with the RM tokenizer's chat template, a duplicated leading BOS
+stripped, and the score is the logit at the last token. Over `max_length` the
+prompt is shortened (never the code's end) and `truncated` is set.
+
+`RewardScorer` backs `codescaler score`, the HTTP server, best-of-N, the TRL
+reward callable (`scorer(prompts, completions, **kw)`) and the verl plug-in.
+Speed comes from length-sorted batches filled to a token budget, bf16/SDPA where
+the device supports them, and the score head applied at each last token only.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from codescaler.extract import MODES as EXTRACTION_MODES
+from codescaler.extract import extract_code
+from codescaler.records import Scored, UserError
+from codescaler.shaping import MODES as SHAPING_MODES
+from codescaler.shaping import shape
+
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+
+
+def default_model_dir() -> str:
+    """Where `make demo` keeps the trained mini RM (the default `--model`)."""
+    root = os.environ.get("CODESCALER_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "codescaler")
+    return os.path.join(root, "default-rm")
+
+
+def resolve_model(model: str | None) -> str:
+    """`model` itself, or the embedded default RM; a one-line UserError when neither exists."""
+    if model:
+        return model
+    path = default_model_dir()
+    if os.path.isfile(os.path.join(path, "config.json")):
+        return path
+    raise UserError(f"no --model given and no default RM at {path}: build it with `make demo`, "
+                    "or pass --model LARK-Lab/CodeScaler-8B (or any seq-cls checkpoint or directory)")
+
+
+@dataclass
+class ScorerConfig:
+    """How to load and run the reward model."""
+
+    model: str | None = field(default=None, metadata={
+        "help": "hub id (e.g. LARK-Lab/CodeScaler-8B), local save_pretrained directory, or a .gguf file; "
+                "default: the RM that `make demo` trains"})
+    dtype: str = field(default="auto", metadata={
+        "help": "auto = bfloat16 on CUDA/CPUs with native bf16, else float32; or bfloat16/float16/float32"})
+    device: str = field(default="auto", metadata={"help": "auto = cuda if available, else cpu; or e.g. cuda:1"})
+    max_length: int = field(default=4096, metadata={
+        "help": "tokens per RM input; longer inputs lose prompt text (never the code's end) and are flagged truncated"})
+    token_budget: int = field(default=0, metadata={
+        "help": "padded tokens per forward batch; 0 = auto (32768 on CUDA, 8192 on CPU)"})
+    max_batch_size: int = field(default=256, metadata={"help": "cap on sequences per forward batch"})
+    extraction: str = field(default="syntax", metadata={"help": "syntax (SPEC rule) or reference (paper's regex)"})
+    shaping: str = field(default="softplus", metadata={"help": "softplus (validity-preserving) or none (raw score)"})
+    attn_implementation: str = field(default="sdpa", metadata={"help": "sdpa, eager or flash_attention_2"})
+
+    def __post_init__(self):
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype={self.dtype!r}; use one of {DTYPES}")
+        if self.extraction not in EXTRACTION_MODES:
+            raise ValueError(f"extraction={self.extraction!r}; use one of {EXTRACTION_MODES}")
+        if self.shaping not in SHAPING_MODES:
+            raise ValueError(f"shaping={self.shaping!r}; use one of {SHAPING_MODES}")
+        if self.max_length < 32:
+            raise ValueError(f"max_length={self.max_length} leaves no room for a chat; use at least 32 (default 4096)")
+        if self.token_budget and self.token_budget < self.max_length:
+            raise ValueError(f"token_budget={self.token_budget} is below max_length={self.max_length}: one input "
+                             f"would not fit; use token_budget >= {self.max_length} or 0 for auto")
+        if self.max_batch_size < 1:
+            raise ValueError(f"max_batch_size={self.max_batch_size}; use 1 or more")
+
+
+# ---------------------------------------------------------------- RM input
+
+
+def rm_messages(prompt: str, code: str) -> list[dict]:
+    """The two-turn chat the RM scores. Shared by scoring and RM training."""
+    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": code}]
+
+
+def _encode(tokenizer, prompt: str, code: str) -> list[int]:
+    text = tokenizer.apply_chat_template(rm_messages(prompt, code), tokenize=False)
+    ids = tokenizer(text, add_special_tokens=True)["input_ids"]
+    bos = tokenizer.bos_token_id
+    if bos is not None and len(ids) >= 2 and ids[0] == bos and ids[1] == bos:
+        ids = ids[1:]  # template BOS + tokenizer BOS (Skywork-Reward-V2 note)
+    return ids
+
+
+def build_rm_input(tokenizer, prompt: str, code: str, max_length: int) -> tuple[list[int], bool]:
+    """Token ids of the RM input and whether it was shortened to fit `max_length`.
+
+    The prompt's tail goes first; only if the code alone does not fit is the
+    code's head dropped too, so the code's end (and the template's closing
+    tokens, where the score is read) always survive.
+    """
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise UserError("the RM tokenizer has no chat template; the RM input is a chat (SPEC.md)")
+    ids = _encode(tokenizer, prompt, code)
+    if len(ids) <= max_length:
+        return ids, False
+    p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    keep = len(p_ids)
+    while keep > 0:  # token counts shift a little on re-rendering, so shrink until it fits
+        keep = max(0, keep - (len(ids) - max_length) - 1)
+        ids = _encode(tokenizer, tokenizer.decode(p_ids[:keep]), code)
+        if len(ids) <= max_length:
+            return ids, True
+    c_ids = tokenizer(code, add_special_tokens=False)["input_ids"]
+    start = 0
+    while start < len(c_ids):
+        start = min(len(c_ids), start + (len(ids) - max_length) + 1)
+        ids = _encode(tokenizer, "", tokenizer.decode(c_ids[start:]))
+        if len(ids) <= max_length:
+            return ids, True
+    raise UserError(f"max_length={max_length} is too small to hold the RM chat template itself")
+
+
+def plan_batches(lengths: Sequence[int], token_budget: int, max_batch_size: int) -> list[list[int]]:
+    """Indices grouped longest first, each group's padded size (n x longest) within the budget."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    for i in order:
+        if batches and len(batches[-1]) < max_batch_size and \
+                (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= token_budget:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _pick_device_dtype(config: ScorerConfig):
+    import torch
+
+    device = config.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = config.dtype
+    if dtype == "auto":
+        if device.startswith("cuda"):
+            dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        else:
+            dtype = "bfloat16" if _cpu_has_native_bf16() else "float32"
+    return torch.device(device), getattr(torch, dtype)
+
+
+def _cpu_has_native_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def load_reward_model(model: str, dtype=None, device=None, attn_implementation: str = "sdpa"):
+    """(tokenizer, model) for a hub id, a local directory or a .gguf file, ready for inference."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    kwargs: dict = {}
+    src = model
+    if model.endswith(".gguf"):
+        if not os.path.isfile(model):
+            raise UserError(f"--model {model}: no such GGUF file")
+        src, kwargs["gguf_file"] = os.path.dirname(os.path.abspath(model)), os.path.basename(model)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(src, **kwargs)
+        # A GGUF LM has no score head: transformers initialises a fresh one; seed it so runs agree.
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            rm = AutoModelForSequenceClassification.from_pretrained(
+                src, num_labels=1, dtype=dtype, attn_implementation=attn_implementation, **kwargs)
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"cannot load reward model {model!r}: {first}") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    rm.config.pad_token_id = tokenizer.pad_token_id
+    rm.eval().requires_grad_(False)
+    if device is not None:
+        rm.to(device)
+    return tokenizer, rm
+
+
+# ---------------------------------------------------------------- scoring
+
+
+class RewardScorer:
+    """Loads an RM once and scores batches of (prompt, response) pairs.
+
+    Also a TRL reward function: `scorer(prompts, completions, **kw)` returns one
+    shaped reward per completion (plain or conversational).
+    """
+
+    __name__ = "codescaler_rm"  # TRL logs reward functions by __name__
+
+    def __init__(self, config: ScorerConfig | None = None, tokenizer=None, model=None):
+        self.config = config or ScorerConfig()
+        self.device, self.dtype = _pick_device_dtype(self.config)
+        if model is None:
+            tokenizer, model = load_reward_model(resolve_model(self.config.model), self.dtype, self.device,
+                                                 self.config.attn_implementation)
+        self.tokenizer, self.model = tokenizer, model
+        self.device = next(model.parameters()).device
+        self.token_budget = self.config.token_budget or (32768 if self.device.type == "cuda" else 8192)
+        self.token_budget = max(self.token_budget, self.config.max_length)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        # Run the backbone, then the score head at each sequence's last token only.
+        prefix = getattr(model, "base_model_prefix", "model")
+        self._backbone = getattr(model, prefix, None)
+        self._head = getattr(model, "score", None)
+
+    def encode(self, prompts: Sequence[str], codes: Sequence[str]) -> list[tuple[list[int], bool]]:
+        return [build_rm_input(self.tokenizer, p, c, self.config.max_length) for p, c in zip(prompts, codes)]
+
+    def score_code(self, prompts: Sequence[str], codes: Sequence[str],
+                   progress: Callable[[int], None] | None = None) -> list[tuple[float, bool]]:
+        """Raw RM logits (and truncated flags) for extracted code, in input order."""
+        if len(prompts) != len(codes):
+            raise ValueError(f"{len(prompts)} prompts but {len(codes)} codes")
+        encoded = self.encode(prompts, codes)
+        return list(zip(self.score_ids([ids for ids, _ in encoded], progress), (t for _, t in encoded)))
+
+    def score_ids(self, seqs: Sequence[list[int]], progress: Callable[[int], None] | None = None) -> list[float]:
+        """Raw RM logits for already-built inputs, in input order."""
+        scores: list[float] = [0.0] * len(seqs)
+        for batch in plan_batches([len(s) for s in seqs], self.token_budget, self.config.max_batch_size):
+            for i, s in zip(batch, self._forward([seqs[i] for i in batch])):
+                scores[i] = s
+            if progress is not None:
+                progress(len(batch))
+        return scores
+
+    def _forward(self, seqs: list[list[int]]) -> list[float]:
+        import torch
+
+        lengths = torch.tensor([len(s) for s in seqs])
+        input_ids = torch.full((len(seqs), int(lengths.max())), self.pad_id, dtype=torch.long)
+        mask = torch.zeros_like(input_ids)
+        for row, s in enumerate(seqs):
+            input_ids[row, :len(s)] = torch.tensor(s)
+            mask[row, :len(s)] = 1
+        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
+        with torch.inference_mode():
+            if self._backbone is not None and self._head is not None:
+                hidden = self._backbone(input_ids=input_ids, attention_mask=mask).last_hidden_state
+                last = hidden[torch.arange(len(seqs), device=hidden.device), lengths.to(hidden.device) - 1]
+                logits = self._head(last)
+            else:  # an architecture without the usual backbone/score split
+                logits = self.model(input_ids=input_ids, attention_mask=mask).logits
+        return logits[:, 0].float().cpu().tolist()
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str],
+              progress: Callable[[int], None] | None = None) -> list[Scored]:
+        """Extract, score and shape: the full SPEC pipeline for raw LLM responses."""
+        if len(prompts) != len(responses):
+            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        codes = [extract_code(r, self.config.extraction) for r in responses]
+        valid = [i for i, c in enumerate(codes) if c is not None]
+        raw = self.score_code([prompts[i] for i in valid], [codes[i] for i in valid], progress)
+        out = [Scored(code=None, rm_score=None, reward=0.0, truncated=False) for _ in codes]
+        for i, (s, truncated) in zip(valid, raw):
+            out[i] = Scored(code=codes[i], rm_score=s, reward=shape(s, True, self.config.shaping), truncated=truncated)
+        return out
+
+    def __call__(self, prompts: Sequence, completions: Sequence, completion_ids=None, **kwargs) -> list[float | None]:
+        """TRL reward-function signature; conversational prompts use their last user turn."""
+        return [s.reward for s in self.score([_text_of(p, "user") for p in prompts],
+                                             [_text_of(c, "assistant") for c in completions])]
+
+
+def _text_of(x, role: str) -> str:
+    """Plain text of a TRL prompt/completion: a string, or the last `role` message of a conversation."""
+    if isinstance(x, str):
+        return x
+    if isinstance(x, dict):
+        return str(x.get("content", ""))
+    msgs = [m for m in x if isinstance(m, dict) and m.get("role") == role] or list(x)
+    return str(msgs[-1].get("content", "")) if msgs else ""
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def add_scorer_args(p) -> None:
+    """The ScorerConfig options, shared by every verb that loads an RM (score, select, serve, ...)."""
+    from dataclasses import fields
+
+    for f in fields(ScorerConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.name == "extraction":
+            p.add_argument(flag, choices=EXTRACTION_MODES, default=f.default, help=f.metadata["help"])
+        elif f.name == "shaping":
+            p.add_argument(flag, choices=SHAPING_MODES, default=f.default, help=f.metadata["help"])
+        elif f.name == "dtype":
+            p.add_argument(flag, choices=DTYPES, default=f.default, help=f.metadata["help"])
+        else:
+            p.add_argument(flag, type=type(f.default) if f.default is not None else str, default=f.default,
+                           help=f.metadata["help"])
+
+
+def scorer_config_from_args(args) -> ScorerConfig:
+    from dataclasses import fields
+
+    try:
+        return ScorerConfig(**{f.name: getattr(args, f.name) for f in fields(ScorerConfig)})
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+def add_cli(p) -> None:
+    p.add_argument("--problems", required=True, help="problems JSONL(.gz): the RM sees each problem's `prompt`")
+    p.add_argument("--responses", required=True, help="responses JSONL(.gz): {problem_id, response, ...}")
+    p.add_argument("--output", required=True, help="JSONL(.gz) to append to; a rerun skips records already there")
+    p.add_argument("--chunk", type=int, default=512, help="records scored (length-sorted) and written per step")
+    add_scorer_args(p)
+
+
+def cli_main(args) -> int:
+    from codescaler.cli import progress
+    from codescaler.records import JsonlWriter, pending, read_problems, read_responses
+
+    config = scorer_config_from_args(args)
+    problems = read_problems(args.problems)
+    rows = [d for _, d in read_responses(args.responses, problems)]
+    todo = pending(rows, args.output)
+    with JsonlWriter(args.output) as out:
+        if todo:
+            t0 = time.perf_counter()
+            scorer = RewardScorer(config)
+            with progress(total=len(todo), desc="score", unit="resp") as bar:
+                for start in range(0, len(todo), args.chunk):
+                    chunk = todo[start:start + args.chunk]
+                    scored = scorer.score([problems[d["problem_id"]].prompt for d in chunk],
+                                          [d["response"] for d in chunk])
+                    for d, s in zip(chunk, scored):
+                        out.write({**d, **s.to_dict()})
+                    bar.update(len(chunk))
+            seconds = time.perf_counter() - t0
+            print(f"scored {len(todo)} responses in {seconds:.1f}s (model load included) -> {args.output}",
+                  file=sys.stderr)
+        out.finish()
+    return 0
