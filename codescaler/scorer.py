@@ -143,19 +143,22 @@ def plan_batches(lengths: Sequence[int], token_budget: int, max_batch_size: int)
 # ---------------------------------------------------------------- loading
 
 
-def _pick_device_dtype(config: ScorerConfig):
+def pick_device(device: str = "auto"):
     import torch
 
-    device = config.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = config.dtype
+    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+
+
+def pick_dtype(dtype: str, device) -> "torch.dtype":
+    """`auto`: bf16 on CUDA with bf16 (else fp16), bf16 on CPUs with native bf16 (else fp32)."""
+    import torch
+
     if dtype == "auto":
-        if device.startswith("cuda"):
+        if str(device).startswith("cuda"):
             dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
         else:
             dtype = "bfloat16" if _cpu_has_native_bf16() else "float32"
-    return torch.device(device), getattr(torch, dtype)
+    return getattr(torch, dtype)
 
 
 def _cpu_has_native_bf16() -> bool:
@@ -208,10 +211,12 @@ class RewardScorer:
     """
 
     __name__ = "codescaler_rm"  # TRL logs reward functions by __name__
+    pick_dtype = staticmethod(pick_dtype)
 
     def __init__(self, config: ScorerConfig | None = None, tokenizer=None, model=None):
         self.config = config or ScorerConfig()
-        self.device, self.dtype = _pick_device_dtype(self.config)
+        self.device = pick_device(self.config.device)
+        self.dtype = pick_dtype(self.config.dtype, self.device)
         if model is None:
             tokenizer, model = load_reward_model(resolve_model(self.config.model), self.dtype, self.device,
                                                  self.config.attn_implementation)
