@@ -10,6 +10,7 @@ Ways, per shape:
   seed_bf16      the same in bf16
   ours_bNNk      RewardScorer.score_ids: bf16, length-sorted batches filled to an NNk-token budget,
                  score head at each last token only
+  ours_masked32k ours at 32k passing the padding mask (the mask is not needed: causal + right padding)
   ours_packed    the same with packing (one row per batch, no padding; SDPA block-diagonal mask unless
                  flash-attn is installed)
 Reports tokens/s, sequences/s, MFU (against --peak-tflops) and peak memory, and the score agreement of
@@ -104,8 +105,9 @@ def run_shape(name, args, seqs, device):
     subset = seqs[: args.fp32_subset]
     fake_tok = SimpleNamespace(pad_token_id=0)
 
-    def ours(budget, packing=False):
-        scorer = RewardScorer(ScorerConfig(model="bench", token_budget=budget, max_length=2048, packing=packing),
+    def ours(budget, packing=False, pad_mask=False):
+        scorer = RewardScorer(ScorerConfig(model="bench", token_budget=budget, max_length=2048, packing=packing,
+                                           pad_mask=pad_mask),
                               tokenizer=fake_tok, model=model)
         return scorer.score_ids
 
@@ -118,6 +120,7 @@ def run_shape(name, args, seqs, device):
     results = {}
     for budget in args.budgets:
         results[budget] = measure(f"ours_b{budget // 1024}k", ours(budget), seqs, flops, args.peak_tflops, rows)
+    measure("ours_masked32k", ours(32768, pad_mask=True), seqs, flops, args.peak_tflops, rows)
     packed = measure("ours_packed16k", ours(16384, packing=True), seqs, flops, args.peak_tflops, rows)
     best = max((k for k in rows if k.startswith("ours_b")), key=lambda k: rows[k]["tokens_per_s"])
     summary = {
@@ -146,7 +149,7 @@ def main():
     ap.add_argument("--min-len", type=int, default=256)
     ap.add_argument("--max-len", type=int, default=2048)
     ap.add_argument("--fp32-subset", type=int, default=16, help="sequences timed in fp32 (slow)")
-    ap.add_argument("--budgets", default="16384,32768,65536", help="token budgets to try for ours")
+    ap.add_argument("--budgets", default="16384,32768,65536,131072", help="token budgets to try for ours")
     ap.add_argument("--peak-tflops", type=float, default=989.0, help="bf16 dense peak (H100 SXM: 989)")
     ap.add_argument("--tiny", action="store_true", help="CPU smoke run on a tiny shape")
     ap.add_argument("--out", default="bench/results/score_gpu.json")

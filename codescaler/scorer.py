@@ -64,6 +64,8 @@ class ScorerConfig:
     extraction: str = field(default="syntax", metadata={"help": "syntax (SPEC rule) or reference (paper's regex)"})
     shaping: str = field(default="softplus", metadata={"help": "softplus (validity-preserving) or none (raw score)"})
     attn_implementation: str = field(default="sdpa", metadata={"help": "sdpa, eager or flash_attention_2"})
+    pad_mask: bool = field(default=False, metadata={
+        "help": "pass the padding mask to the model (not needed for causal RMs with right padding; slower)"})
     packing: bool = field(default=False, metadata={
         "help": "pack each batch into one row with no padding (pays off with flash_attention_2's varlen kernels; "
                 "with SDPA the block-diagonal mask costs more than it saves: see bench/)"})
@@ -275,7 +277,12 @@ class RewardScorer:
                 input_ids[row, :len(s)] = torch.tensor(s)
                 mask[row, :len(s)] = 1
             last, rows = lengths - 1, torch.arange(len(seqs))
-            inputs = {"input_ids": input_ids, "attention_mask": mask}
+            inputs = {"input_ids": input_ids}
+            if self._backbone is None or self._head is None or self.config.pad_mask:
+                inputs["attention_mask"] = mask
+            # Else no mask at all: with right padding and causal attention no real token ever sees a pad,
+            # so the hidden state at each last real token is exact, and SDPA can take its fused causal
+            # (flash) kernel instead of a masked one.
         inputs = {k: (v.pin_memory() if pin else v).to(self.device, non_blocking=pin) for k, v in inputs.items()}
         with torch.inference_mode():
             if self._backbone is not None and self._head is not None:
