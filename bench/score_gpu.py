@@ -105,12 +105,23 @@ def run_shape(name, args, seqs, device):
     subset = seqs[: args.fp32_subset]
     fake_tok = SimpleNamespace(pad_token_id=0)
 
-    def ours(budget, packing=False, pad_mask=False):
+    def ours(budget, packing=False, pad_mask=False, compile=False):
         scorer = RewardScorer(ScorerConfig(model="bench", token_budget=budget, max_length=2048, packing=packing,
-                                           pad_mask=pad_mask),
+                                           pad_mask=pad_mask, compile=compile),
                               tokenizer=fake_tok, model=model)
         return scorer.score_ids
 
+    if args.compile_only:  # the torch.compile experiment alone, beside the default way
+        model.to(torch.bfloat16)
+        base = ours(16384)
+        base(seqs[:4])
+        measure("ours_b16k", base, seqs, flops, args.peak_tflops, rows)
+        compiled = ours(16384, compile=True)
+        t0 = time.perf_counter()
+        warm = compiled(seqs)  # first pass compiles (dynamic shapes)
+        rows["compile_first_pass_s"] = round(time.perf_counter() - t0, 1)
+        again = measure("ours_compiled_b16k", compiled, seqs, flops, args.peak_tflops, rows)
+        return {"shape": name, "ways": rows, "max_abs_diff_compiled_runs": max(abs(a - b) for a, b in zip(warm, again))}
     seed_way(model, subset[:2])  # warm-up
     s32 = measure("seed_fp32", lambda x: seed_way(model, x), subset, flops, args.peak_tflops, rows)
     o32 = measure("ours_fp32", ours(32768), subset, flops, args.peak_tflops, rows)
@@ -151,6 +162,7 @@ def main():
     ap.add_argument("--fp32-subset", type=int, default=16, help="sequences timed in fp32 (slow)")
     ap.add_argument("--budgets", default="16384,32768,65536,131072", help="token budgets to try for ours")
     ap.add_argument("--peak-tflops", type=float, default=989.0, help="bf16 dense peak (H100 SXM: 989)")
+    ap.add_argument("--compile-only", action="store_true", help="only the torch.compile experiment")
     ap.add_argument("--tiny", action="store_true", help="CPU smoke run on a tiny shape")
     ap.add_argument("--out", default="bench/results/score_gpu.json")
     args = ap.parse_args()

@@ -66,6 +66,8 @@ class ScorerConfig:
     attn_implementation: str = field(default="sdpa", metadata={"help": "sdpa, eager or flash_attention_2"})
     pad_mask: bool = field(default=False, metadata={
         "help": "pass the padding mask to the model (not needed for causal RMs with right padding; slower)"})
+    compile: bool = field(default=False, metadata={
+        "help": "torch.compile the backbone (dynamic shapes, widths rounded up to 64); pays off on long runs"})
     packing: bool = field(default=False, metadata={
         "help": "pack each batch into one row with no padding (pays off with flash_attention_2's varlen kernels; "
                 "with SDPA the block-diagonal mask costs more than it saves: see bench/)"})
@@ -234,6 +236,11 @@ class RewardScorer:
         prefix = getattr(model, "base_model_prefix", "model")
         self._backbone = getattr(model, prefix, None)
         self._head = getattr(model, "score", None)
+        if self.config.compile and self._backbone is not None:
+            import torch
+
+            # dynamic=True: one graph for all batch shapes; widths are rounded up to 64 to limit recompiles.
+            self._backbone = torch.compile(self._backbone, dynamic=True)
 
     def encode(self, prompts: Sequence[str], codes: Sequence[str]) -> list[tuple[list[int], bool]]:
         return [build_rm_input(self.tokenizer, p, c, self.config.max_length) for p, c in zip(prompts, codes)]
@@ -271,7 +278,10 @@ class RewardScorer:
             rows = torch.zeros_like(last)
             inputs = {"input_ids": input_ids, "position_ids": position_ids}
         else:
-            input_ids = torch.full((len(seqs), int(lengths.max())), self.pad_id, dtype=torch.long)
+            width = int(lengths.max())
+            if self.config.compile:
+                width = -(-width // 64) * 64
+            input_ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
             mask = torch.zeros_like(input_ids)
             for row, s in enumerate(seqs):
                 input_ids[row, :len(s)] = torch.tensor(s)
