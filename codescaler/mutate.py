@@ -138,6 +138,9 @@ def _edits(tree: ast.AST, src: _Source) -> list[tuple[str, int, int, str]]:
                 out.append(("return", start, end, str(not value.value)))
             elif not (isinstance(value, ast.Constant) and value.value is None):
                 out.append(("return", start, end, "None"))
+    # Inside f-strings, Python < 3.12 reports unreliable positions: never edit there.
+    fstrings = [src.span(n) for n in ast.walk(tree) if isinstance(n, ast.JoinedStr)]
+    out = [e for e in out if not any(lo <= e[1] < hi for lo, hi in fstrings)]
     out.sort(key=lambda e: (e[1], e[2], e[0], e[3]))
     return out
 
@@ -148,6 +151,8 @@ def _shift(kind: str, src: _Source, node: ast.AST) -> list[tuple[str, int, int, 
     text = src.code[start:end]
     if "\n" in text:
         return []
+    if isinstance(node, ast.Constant) and type(node.value) is int and text.isdigit():  # 3 -> 4 / 2, not "3 + 1"
+        return [(kind, start, end, str(node.value + d)) for d in (1, -1) if node.value + d >= 0]
     base = text if isinstance(node, (ast.Name, ast.Constant, ast.Attribute, ast.Subscript, ast.Call)) else f"({text})"
     return [(kind, start, end, f"{base} + 1"), (kind, start, end, f"{base} - 1")]
 

@@ -98,6 +98,8 @@ def candidates_from(rows: Sequence[tuple[str, int, dict]], extraction: str, stat
     """Distinct, labelled, extractable codes of one problem; `rows` are (path, line, record)."""
     by_key: dict[str, Candidate] = {}
     conflicted: set[str] = set()
+    # A fixed order (by sample, then text), so the result does not depend on the order of the input file.
+    rows = sorted(rows, key=lambda r: (r[2].get("sample") is None, r[2].get("sample") or 0, r[2]["response"]))
     for path, line, d in rows:
         if d.get("verdict") is None:
             stats["skipped_response: no verdict (not verified)"] += 1
@@ -124,7 +126,7 @@ def candidates_from(rows: Sequence[tuple[str, int, dict]], extraction: str, stat
     for key in conflicted:
         del by_key[key]
         stats["skipped_response: same code got different verdicts (flaky)"] += 1
-    return list(by_key.values())
+    return sorted(by_key.values(), key=lambda c: c.code)
 
 
 def split_by_rule(cands: Sequence[Candidate], config: PairsConfig) -> tuple[list[Candidate], list[Candidate]]:

@@ -270,7 +270,7 @@ def train_reward_model(config: TrainRMConfig) -> dict:
         warmup_steps=config.warmup_ratio,  # transformers 5: a float < 1 is a ratio of the total
         weight_decay=config.weight_decay,
         center_rewards_coefficient=config.center_rewards_coefficient or None,
-        gradient_checkpointing=config.gradient_checkpointing,
+        activation_checkpointing=config.gradient_checkpointing,
         bf16=bf16,
         use_cpu=not cuda,
         eval_strategy="steps" if (eval_ds is not None and config.eval_steps) else "no",

