@@ -78,6 +78,8 @@ class TrainRMConfig:
         "help": "auto = bf16 mixed precision on CUDA, float32 on CPU; or bfloat16/float32"})
     gradient_checkpointing: bool = field(default=False, metadata={
         "help": "recompute activations in backward: less memory, ~30% slower (turn on for long inputs/big models)"})
+    group_by_length: bool = field(default=True, metadata={
+        "help": "batch pairs of similar length together (less padding, faster; order stays seeded-random)"})
     logging_steps: int = field(default=5, metadata={"help": "log loss/accuracy every N updates"})
     seed: int = field(default=0, metadata={"help": "seed of the head init, the eval split and data order"})
 
@@ -134,11 +136,12 @@ def pair_margins(pairs: Sequence[Pair], config: TrainRMConfig) -> list[float]:
 
 
 def make_dataset(tokenizer, pairs: Sequence[Pair], config: TrainRMConfig):
-    """A pre-tokenised datasets.Dataset with TRL's columns (chosen_ids, rejected_ids[, margin])."""
+    """A pre-tokenised datasets.Dataset with TRL's columns (chosen_ids, rejected_ids[, margin]) and `length`."""
     from datasets import Dataset
 
     chosen, rejected, shortened = encode_pairs(tokenizer, pairs, config.max_length)
-    cols = {"chosen_ids": chosen, "rejected_ids": rejected}
+    cols = {"chosen_ids": chosen, "rejected_ids": rejected,
+            "length": [max(len(c), len(r)) for c, r in zip(chosen, rejected)]}  # padded width, for grouping
     if config.margin:
         cols["margin"] = pair_margins(pairs, config)
     return Dataset.from_dict(cols), shortened
@@ -162,6 +165,18 @@ def safe_pad_token(tokenizer, sequences: Sequence[list[int]]) -> None:
 
 
 # ---------------------------------------------------------------- model
+
+
+def _trainer_class():
+    """TRL's RewardTrainer, keeping our `length` column so that length-grouped batching can read it."""
+    from trl import RewardTrainer
+
+    class CodeScalerRewardTrainer(RewardTrainer):
+        def _set_signature_columns_if_needed(self):
+            if self._signature_columns is None:
+                self._signature_columns = ["chosen_ids", "rejected_ids", "margin", "length"]
+
+    return CodeScalerRewardTrainer
 
 
 def load_base(base_model: str, dtype):
@@ -222,7 +237,7 @@ def train_reward_model(config: TrainRMConfig) -> dict:
     """Train, save a `score`-loadable RM in `config.output_dir`, and return the summary (also saved there)."""
     import torch
     from transformers.trainer_utils import get_last_checkpoint
-    from trl import RewardConfig, RewardTrainer
+    from trl import RewardConfig
 
     from codescaler.scorer import RewardScorer, ScorerConfig
 
@@ -283,8 +298,11 @@ def train_reward_model(config: TrainRMConfig) -> dict:
         seed=config.seed,
         data_seed=config.seed,
         disable_tqdm=False,
+        # Similar lengths share a batch (the collator pads chosen+rejected to the longest of the batch).
+        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
+        length_column_name="length",
     )
-    trainer = RewardTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+    trainer = _trainer_class()(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                             processing_class=tokenizer,
                             peft_config=lora_config(config) if config.method == "lora" else None)
     if len(trainer.train_dataset) != len(train_pairs):  # our guarantee: nothing dropped for length

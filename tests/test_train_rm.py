@@ -172,6 +172,7 @@ def test_end_to_end_pairs_train_score(tiny_rm, tmp_path, capsys):
 
 def test_lora_resume_and_merged_output(tiny_rm, tmp_path):
     """LoRA training checkpoints, resumes from the last checkpoint, and saves a merged plain model."""
+    import torch
     from transformers import AutoModelForSequenceClassification
 
     write_jsonl(tmp_path / "pairs.jsonl", [p.to_dict() for p in toy_pairs(8, 2)])
@@ -188,6 +189,13 @@ def test_lora_resume_and_merged_output(tiny_rm, tmp_path):
     assert not os.path.exists(tmp_path / "rm" / "adapter_config.json")
     model = AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "rm"))
     assert not any("lora" in n for n, _ in model.named_parameters())
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_rm)
+    trained, before = dict(model.named_parameters()), dict(base.named_parameters())
+    assert not torch.equal(trained["score.weight"], before["score.weight"])  # the head trains fully
+    q = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(trained[q], before[q])  # the LoRA update is merged into the weights
+    emb = "model.embed_tokens.weight"
+    assert torch.equal(trained[emb], before[emb])  # and nothing outside LoRA + head moved
 
 
 @pytest.mark.slow
