@@ -184,6 +184,10 @@ def load_base(base_model: str, dtype):
     from codescaler.scorer import load_reward_model
 
     tokenizer, model = load_reward_model(base_model, dtype=dtype)
+    if getattr(model, "hf_quantizer", None) is not None:
+        # A GGUF is dequantised on load: drop the "quantized" flag, else Trainer refuses full fine-tuning and
+        # TRL casts LoRA adapters to bf16 as it does for QLoRA.
+        model.hf_quantizer.remove_quantization_config(model)
     model.train().requires_grad_(True)
     return tokenizer, model
 
@@ -220,7 +224,10 @@ def pairwise_accuracy(chosen_scores: Sequence[float], rejected_scores: Sequence[
 
 def evaluate_pairs(scorer, chosen_ids: Sequence[list[int]], rejected_ids: Sequence[list[int]]) -> dict:
     """Pairwise accuracy and mean margin of `scorer` (a RewardScorer) on pre-built inputs."""
-    rc, rr = scorer.score_ids(chosen_ids), scorer.score_ids(rejected_ids)
+    from codescaler.cli import progress
+
+    with progress(total=2 * len(chosen_ids), desc="eval", unit="seq") as bar:
+        rc, rr = scorer.score_ids(chosen_ids, bar.update), scorer.score_ids(rejected_ids, bar.update)
     return {"accuracy": pairwise_accuracy(rc, rr), "pairs": len(rc),
             "mean_margin": sum(c - r for c, r in zip(rc, rr)) / max(1, len(rc))}
 
@@ -264,7 +271,10 @@ def train_reward_model(config: TrainRMConfig) -> dict:
 
     summary: dict = {"base_model": config.base_model, "config": asdict(config), "train_pairs": len(train_pairs),
                      "eval_pairs": len(eval_pairs), "inputs_shortened": train_short + eval_short}
-    if eval_ds is not None and config.eval_before:
+    # Under `accelerate launch` only the main process measures the untrained model (on its own GPU).
+    if eval_ds is not None and config.eval_before and int(os.environ.get("RANK", "0")) == 0:
+        if cuda:
+            model.to(torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))))
         model.eval()
         scorer = RewardScorer(ScorerConfig(max_length=config.max_length, dtype="float32"), tokenizer, model)
         summary["eval_before"] = evaluate_pairs(scorer, eval_c, eval_r)

@@ -164,3 +164,28 @@ def test_cli_bad_verdict_is_a_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "verified.jsonl:1" in err and "verdict" in err
     assert not (tmp_path / "pairs.jsonl").exists()
+
+
+def test_synthesized_negatives_through_the_real_sandbox(tmp_path, capsys):
+    """HumanEval canonical solutions -> `verify` -> `pairs --synthesize-negatives`: mutants are labelled by execution."""
+    from codescaler.cli import main
+    from codescaler.data import humaneval_problems
+
+    problems = humaneval_problems()[:2]
+    write_jsonl(tmp_path / "problems.jsonl", [p.to_dict() for p in problems])
+    write_jsonl(tmp_path / "responses.jsonl", [{"problem_id": p.id, "response": fenced(p.starter_code + p.extra[
+        "canonical_solution"])} for p in problems])
+    assert main(["verify", "--problems", str(tmp_path / "problems.jsonl"), "--responses",
+                 str(tmp_path / "responses.jsonl"), "--output", str(tmp_path / "verified.jsonl")]) == 0
+    assert main(["pairs", "--problems", str(tmp_path / "problems.jsonl"), "--verified", str(tmp_path / "verified.jsonl"),
+                 "--output", str(tmp_path / "pairs.jsonl"), "--synthesize-negatives", "2"]) == 0
+    pairs = [json.loads(x) for x in open(tmp_path / "pairs.jsonl")]
+    assert {p["problem_id"] for p in pairs} == {p.id for p in problems} and len(pairs) == 4
+    for p in pairs:
+        assert p["rejected_source"].startswith("mutant:") and p["rejected_status"] != "sandbox_error"
+        assert p["rejected_pass_rate"] < 1.0 and p["chosen_pass_rate"] == 1.0
+        # chosen and rejected differ in one contiguous span only
+        c, r = p["chosen"], p["rejected"]
+        head = next(i for i in range(min(len(c), len(r))) if c[i] != r[i])
+        tail = next(i for i in range(min(len(c), len(r)) - head) if c[len(c) - 1 - i] != r[len(r) - 1 - i])
+        assert "\n" not in c[head:len(c) - tail] + r[head:len(r) - tail] or p["rejected_source"] == "mutant:return"

@@ -208,7 +208,7 @@ def test_tiny_run_on_smollm2_gguf_gives_a_score_loadable_dir(smollm2_gguf, tmp_p
                                                eval_before=False, logging_steps=1))
     assert summary["eval_pairs"] == 1 and "eval_after" in summary
     cfg = json.load(open(os.path.join(out, "config.json")))
-    assert "quantization_config" not in cfg and cfg["num_labels"] == 1
+    assert "quantization_config" not in cfg and len(cfg["id2label"]) == 1
     scorer = RewardScorer(ScorerConfig(model=out, max_length=80, dtype="float32"))
     scored = scorer.score(["Write f."], ["```python\ndef f(x):\n    return x\n```"])
     assert scored[0].rm_score is not None and math.isfinite(scored[0].rm_score)
