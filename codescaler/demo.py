@@ -254,7 +254,7 @@ def write_report(config: DemoConfig, stages: list[dict], verified: dict) -> str:
     for k, v in (verified or {}).items():
         if isinstance(v, dict) and "responses" in v:
             lines.append(f"| {k} | {v['responses']} | {v['passed']} |")
-    rm_metrics = os.path.join(run, "rm", "train_metrics.json")
+    rm_metrics = os.path.join(run, "rm", "codescaler_train_rm.json")
     if os.path.exists(rm_metrics):
         with open(rm_metrics, encoding="utf-8") as f:
             lines += ["", "## Reward model (train-rm)", "", "```json", f.read().strip(), "```"]
