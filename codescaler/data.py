@@ -7,6 +7,8 @@ wheel (offline), as assert-kind tests, with canonical solutions in `extra`.
 
 from __future__ import annotations
 
+import re
+
 from codescaler.records import Problem
 
 INSTRUCTION = (
@@ -15,15 +17,38 @@ INSTRUCTION = (
 )
 
 
-def policy_prompt(statement: str, starter_code: str | None = None, stdin: bool = False) -> str:
-    """The prompt the policy sees for a problem statement (and optional starter code)."""
+STDIN_LINE = "Read the input from standard input and write the answer to standard output."
+STARTER_LINE = "Start from this code:"
+
+
+def fn_name_line(fn_name: str) -> str:
+    return f"Define a function `{fn_name}` (or a method `{fn_name}` of a class `Solution`); it is called directly."
+
+
+def policy_prompt(statement: str, starter_code: str | None = None, stdin: bool = False,
+                  fn_name: str | None = None) -> str:
+    """The prompt the policy sees for a problem statement (and optional starter code).
+
+    `fn_name` (call-based tests) is named only when neither the statement nor
+    the starter code already shows it.
+    """
     parts = [INSTRUCTION]
     if stdin:
-        parts.append("Read the input from standard input and write the answer to standard output.")
+        parts.append(STDIN_LINE)
     parts.append(statement.strip())
     if starter_code and starter_code.strip() and starter_code.strip() not in statement:
-        parts.append("Start from this code:\n```python\n" + starter_code.rstrip() + "\n```")
+        parts.append(STARTER_LINE + "\n```python\n" + starter_code.rstrip() + "\n```")
+    shown = re.compile(r"\b" + re.escape(fn_name) + r"\s*\(") if fn_name else None
+    if shown and not shown.search(statement) and not shown.search(starter_code or ""):
+        parts.append(fn_name_line(fn_name))
     return "\n\n".join(parts) + "\n"
+
+
+def prompt_statement(prompt: str) -> str:
+    """A prompt without the fixed lines `policy_prompt` adds (for overlap checks between problems)."""
+    for fixed in (INSTRUCTION, STDIN_LINE, STARTER_LINE):
+        prompt = prompt.replace(fixed, " ")
+    return prompt
 
 
 def humaneval_problems(path: str | None = None) -> list[Problem]:
