@@ -170,3 +170,17 @@ def _empty(tmp_path):
     p = tmp_path / "empty.jsonl"
     p.write_text("")
     return p
+
+
+def test_eval_generates_then_verifies_with_a_tiny_policy(tmp_path):
+    """The generating path end to end (a tiny random policy: its outputs carry no code, so every verdict is no_code)."""
+    from bestofn_helpers import humaneval_subset, tiny_model_dir
+
+    out = tmp_path / "ev"
+    assert main(["eval", "--problems", humaneval_subset(), "--model", tiny_model_dir("LlamaForCausalLM"), "--n", "2",
+                 "--max-new-tokens", "4", "--backend", "transformers", "--k", "1,2", "--output-dir", str(out)]) == 0
+    assert len((out / "responses.jsonl").read_text().splitlines()) == 4
+    verified = [json.loads(x) for x in (out / "verified.jsonl").read_text().splitlines()]
+    assert {d["verdict"]["status"] for d in verified} == {"no_code"}
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["pass_at_k"] == {"1": 0.0, "2": 0.0} and m["samples"] == 4
