@@ -16,13 +16,10 @@ n and c and counted under `sandbox_errors`; a problem with fewer than k usable s
 
 from __future__ import annotations
 
-import dataclasses
-import importlib
 import json
 import os
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -101,52 +98,15 @@ def metrics(results: list[ProblemResult], ks: list[int]) -> dict:
 
 def verify_items(problems: dict[str, Problem], items: list[tuple[str, str | None]], workers: int = 2,
                  timeout: float = 10.0, memory_mb: int = 1024) -> list[Verdict]:
-    """Verdicts for (problem_id, code or None) items, in order. THE one place generate/select/eval run code.
+    """Verdicts for (problem_id, code or None) items, in order: THE one place generate/select/eval run code,
+    through the project sandbox (`codescaler.sandbox.verify_batch`: bwrap, uid 65534, unforgeable verdicts)."""
+    from codescaler.sandbox import SandboxConfig, verify_batch
 
-    Uses the project sandbox (`codescaler.sandbox.verify_batch`) when it is built. Until then it falls back to
-    `codescaler.fallback_runner` for assert-kind problems only (bubblewrap, uid 65534, rlimits: safe for the
-    machine, but not hack-proof), and refuses other test kinds.
-    """
     try:
-        sandbox = importlib.import_module("codescaler.sandbox")
-    except ModuleNotFoundError as e:
-        if e.name != "codescaler.sandbox":
-            raise
-        sandbox = None
-    if sandbox is not None:
-        names = {f.name for f in dataclasses.fields(sandbox.SandboxConfig)}
-        config = sandbox.SandboxConfig(**{"workers": workers, "memory_mb": memory_mb,
-                                          ("timeout_s" if "timeout_s" in names else "timeout"): timeout})
-        return list(sandbox.verify_batch(problems, items, config))
-    return _verify_fallback(problems, items, workers, timeout, memory_mb)
-
-
-def _verify_fallback(problems, items, workers, timeout, memory_mb) -> list[Verdict]:
-    from codescaler import fallback_runner
-
-    for pid, _ in items:
-        tests = problems[pid].tests or {}
-        if tests.get("kind") != "assert":
-            raise UserError(f"problem {pid!r} has {tests.get('kind') or 'no'} tests; without codescaler.sandbox "
-                            "(issue 3) only assert-kind problems can be verified")
-    if not fallback_runner.available():
-        raise UserError("codescaler.sandbox is not built and the fallback needs bwrap, setpriv and prlimit "
-                        "(apt-get install bubblewrap util-linux)")
-    print("codescaler: codescaler.sandbox is not built; verifying with the fallback runner "
-          "(assert tests only, not hack-proof)", file=sys.stderr)
-
-    def one(item):
-        pid, code = item
-        if code is None:
-            return Verdict(status=Status.NO_CODE, passed=False, cases_passed=0, cases_total=1, seconds=0.0)
-        r = fallback_runner.verify_assert(problems[pid].tests, code, problems[pid].time_limit_s or timeout,
-                                          problems[pid].memory_mb or memory_mb)
-        ok = r["status"] == Status.PASSED.value
-        return Verdict(status=Status(r["status"]), passed=ok, cases_passed=int(ok), cases_total=1,
-                       seconds=r["seconds"], detail=r["detail"])
-
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        return list(pool.map(one, items))
+        config = SandboxConfig(workers=workers, timeout_s=timeout, memory_mb=memory_mb)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    return list(verify_batch(problems, items, config))
 
 
 # ---------------------------------------------------------------- benchmarks
