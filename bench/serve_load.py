@@ -1,6 +1,6 @@
 """Load benchmark for `codescaler serve`, on loopback only, side by side with in-process scoring.
 
-    python bench/serve_load.py                      # tiny random RM (HTTP + batching overhead only)
+    python bench/serve_load.py --threads 1          # tiny random RM (HTTP + batching overhead only)
     python bench/serve_load.py --model DIR --dtype bfloat16 --requests 2048 --clients 64
 
 One run measures the same requests three ways:
@@ -62,6 +62,8 @@ def start_server(args) -> tuple[subprocess.Popen, str]:
            "--model", args.model, "--dtype", args.dtype, "--device", args.device, "--log-level", "warning",
            "--max-wait-ms", str(args.max_wait_ms), "--max-batch-items", str(args.max_batch_items)]
     env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    if args.threads:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(args.threads)
     proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
     lines = []
     for line in proc.stderr:
@@ -114,7 +116,14 @@ def main() -> int:
     p.add_argument("--clients", type=int, default=64, help="concurrent callers")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="the server's batching wait")
     p.add_argument("--max-batch-items", type=int, default=256, help="the server's cap on pairs per scorer call")
+    p.add_argument("--threads", type=int, default=0,
+                   help="CPU threads for torch on both sides (0 = torch's default); on a shared, busy machine 1 "
+                        "avoids OpenMP oversubscription, which made 2 threads 8x slower than 1 here")
     args = p.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     if args.model is None:
         from serve_helpers import tiny_rm_dir

@@ -167,6 +167,20 @@ def test_get_reward_batches_like_openrlhf_remote_reward_model(server, scorer, ro
     assert torch.cat(merged["rm_truncated"]).tolist() == [0.0] * 4
 
 
+def test_get_reward_legacy_and_newer_openrlhf_payloads(server, scorer, root, problems):
+    """Old OpenRLHF (remote_rm_fn) posts only {"query": [...]}; newer ones may add "metas" (extra keys are
+    ignored). Both score the response of each query against its problem."""
+    tok = policy_tokenizer(root)
+    p = problems[1]["p2"]
+    query, prompt = openrlhf_sample(tok, p.prompt, response_text(11))
+    [want] = scorer.score([p.prompt], [response_text(11)])
+    legacy = openrlhf_request(server.url + "/get_reward", {"query": [query]})
+    newer = openrlhf_request(server.url + "/get_reward", {"query": [query], "prompts": [prompt], "labels": [None],
+                                                          "metas": [{"id": "p2"}]})
+    for reply in (legacy, newer):
+        assert reply["rewards"][0] == pytest.approx(want.reward, abs=1e-5)
+
+
 def test_get_reward_labels_are_problem_ids_with_problems(problem_server, scorer, root, problems):
     tok = policy_tokenizer(root)
     p = problems[1]["p3"]
