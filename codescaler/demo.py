@@ -202,14 +202,11 @@ def run_demo(config: DemoConfig) -> str:
         "train-rm", "--pairs", p("pairs.jsonl"), "--base-model", base, "--output-dir", rm_dir, "--method", "lora",
         "--learning-rate", str(config.rm_lr), "--max-steps", str(config.rm_steps), "--max-length",
         str(config.rm_max_length), "--eval-fraction", "0.2"))
-    stages.run("09_score_heldout", lambda: _verb(
-        "score", "--problems", p("heldout.jsonl"), "--responses", p("verified_heldout.jsonl"), "--model", rm_dir,
-        "--output", p("scored_heldout.jsonl")))
-    stages.run("10_select", lambda: _verb(
-        "select", "--responses", p("scored_heldout.jsonl"), "--problems", p("heldout.jsonl"), "--model", rm_dir,
+    stages.run("09_select", lambda: _verb(
+        "select", "--responses", p("verified_heldout.jsonl"), "--problems", p("heldout.jsonl"), "--model", rm_dir,
         "--by", "rm", "tests", "random", "majority", "--measure-latency", "--output", p("selected.jsonl"),
         "--report", p("report_select.md")))
-    stages.run("11_grpo", lambda: _verb(
+    stages.run("10_grpo", lambda: _verb(
         "train-policy", "--problems", p("train.jsonl"), "--policy", base, "--reward", "rm", "--rm-model", rm_dir,
         "--output-dir", p("policy"), "--max-steps", str(config.grpo_steps), "--num-generations",
         str(config.grpo_generations), "--max-completion-length", str(config.grpo_max_new_tokens)))
