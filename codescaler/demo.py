@@ -39,6 +39,7 @@ class DemoConfig:
     mutants: int = field(default=3, metadata={"help": "verified-failing AST mutants added per problem"})
     rm_steps: int = field(default=40, metadata={"help": "train-rm optimizer updates"})
     rm_max_length: int = field(default=512, metadata={"help": "RM input tokens (prompt shortened beyond)"})
+    rm_batch_size: int = field(default=4, metadata={"help": "pairs per train-rm step"})
     rm_lr: float = field(default=5e-4, metadata={"help": "LoRA learning rate (1e-4 learned nothing in 40 CPU steps)"})
     grpo_steps: int = field(default=6, metadata={"help": "GRPO optimizer steps"})
     grpo_generations: int = field(default=4, metadata={"help": "completions per prompt in a GRPO group"})
@@ -57,9 +58,9 @@ class DemoConfig:
 
 
 SIZES = {
-    "quick": DemoConfig(train_problems=3, heldout_problems=3, n_train=2, n_heldout=2, max_new_tokens=48,
-                        mutants=2, rm_steps=2, rm_max_length=320, grpo_steps=1, grpo_generations=2,
-                        grpo_max_new_tokens=24),
+    "quick": DemoConfig(train_problems=2, heldout_problems=2, n_train=2, n_heldout=2, max_new_tokens=24,
+                        mutants=2, rm_steps=2, rm_max_length=256, rm_batch_size=2, grpo_steps=1,
+                        grpo_generations=2, grpo_max_new_tokens=16),
     "default": DemoConfig(),
     "full": DemoConfig(train_problems=110, heldout_problems=54, n_train=16, n_heldout=16, max_new_tokens=512,
                        mutants=4, rm_steps=400, rm_max_length=2048, rm_lr=1e-4, grpo_steps=100,
@@ -158,14 +159,14 @@ def run_demo(config: DemoConfig) -> str:
     def canonical():
         # The references the benchmark ships, as responses: where the policy's passes are scarce, these
         # are the verified positives (verify labels them like everything else).
-        rows = []
-        for d in stream_jsonl(p("train.jsonl")):
-            sol = d[1].get("canonical_solution") or d[1].get("extra", {}).get("canonical_solution")
-            if sol:
-                rows.append({"problem_id": d[1]["id"], "response": f"```python\n{sol.rstrip()}\n```",
-                             "sample": -1, "origin": "canonical"})
-        write_jsonl(p("canonical.jsonl"), rows)
-        return {"canonical": len(rows)}
+        counts = {}
+        for part in ("train", "heldout"):
+            rows = [{"problem_id": d["id"], "response": f"```python\n{d['canonical_solution'].rstrip()}\n```",
+                     "sample": -1, "origin": "canonical"}
+                    for _, d in stream_jsonl(p(f"{part}.jsonl")) if d.get("canonical_solution")]
+            write_jsonl(p(f"canonical_{part}.jsonl"), rows)
+            counts[part] = len(rows)
+        return counts
 
     stages.run("01_data", split)
     stages.run("02_base_model", lambda: None if os.path.isdir(base) else materialise_base(base))
@@ -178,42 +179,64 @@ def run_demo(config: DemoConfig) -> str:
     stages.run("05_canonical", canonical)
 
     def verify_all():
-        _verb("verify", "--problems", p("train.jsonl"), "--responses", p("rollouts_train.jsonl"),
-              "--output", p("verified_train.jsonl"))
-        _verb("verify", "--problems", p("train.jsonl"), "--responses", p("canonical.jsonl"),
-              "--output", p("verified_canonical.jsonl"))
-        _verb("verify", "--problems", p("heldout.jsonl"), "--responses", p("rollouts_heldout.jsonl"),
-              "--output", p("verified_heldout.jsonl"))
-        return {k: _pass_stats(p(f"verified_{k}.jsonl")) for k in ("train", "canonical", "heldout")}
+        for part in ("train", "heldout"):
+            _verb("verify", "--problems", p(f"{part}.jsonl"), "--responses", p(f"rollouts_{part}.jsonl"),
+                  "--output", p(f"verified_{part}.jsonl"))
+            _verb("verify", "--problems", p(f"{part}.jsonl"), "--responses", p(f"canonical_{part}.jsonl"),
+                  "--output", p(f"verified_canonical_{part}.jsonl"))
+        return {k: _pass_stats(p(f"verified_{k}.jsonl"))
+                for k in ("train", "canonical_train", "heldout", "canonical_heldout")}
 
     verified = stages.run("06_verify", verify_all)
 
     def pairs():
-        rows = [d for _, d in stream_jsonl(p("verified_train.jsonl"))] + \
-               [d for _, d in stream_jsonl(p("verified_canonical.jsonl"))]
-        write_jsonl(p("verified_train_all.jsonl"), rows)
+        write_jsonl(p("verified_train_all.jsonl"), _rows(p("verified_train.jsonl"), p("verified_canonical_train.jsonl")))
         _verb("pairs", "--problems", p("train.jsonl"), "--verified", p("verified_train_all.jsonl"),
               "--output", p("pairs.jsonl"), "--synthesize-negatives", str(config.mutants))
         return {"pairs": sum(1 for _ in stream_jsonl(p("pairs.jsonl")))}
 
     stages.run("07_pairs", pairs)
+
+    def heldout_pool():
+        # SmolLM2-135M rarely solves HumanEval, so the held-out pool also gets the canonical solution and
+        # its verified-failing mutants (made by `pairs --synthesize-negatives`): then best-of-N has
+        # something to find, and the report says what the pool is made of.
+        _verb("pairs", "--problems", p("heldout.jsonl"), "--verified", p("verified_canonical_heldout.jsonl"),
+              "--output", p("pairs_heldout.jsonl"), "--synthesize-negatives", str(config.mutants),
+              "--max-pairs-per-problem", str(config.mutants))
+        mutants = [{"problem_id": d["problem_id"], "response": f"```python\n{d['rejected']}\n```", "sample": -2 - i,
+                    "origin": "mutant"} for i, (_, d) in enumerate(stream_jsonl(p("pairs_heldout.jsonl")))]
+        write_jsonl(p("mutants_heldout.jsonl"), mutants)
+        _verb("verify", "--problems", p("heldout.jsonl"), "--responses", p("mutants_heldout.jsonl"),
+              "--output", p("verified_mutants_heldout.jsonl"))
+        rows = _rows(p("verified_heldout.jsonl"), p("verified_canonical_heldout.jsonl"),
+                     p("verified_mutants_heldout.jsonl"))
+        write_jsonl(p("pool_heldout.jsonl"), rows)
+        return {"policy": _pass_stats(p("verified_heldout.jsonl")), "mutants": len(mutants),
+                "canonical": _pass_stats(p("verified_canonical_heldout.jsonl"))["responses"], "pool": len(rows)}
+
+    pool = stages.run("07b_heldout_pool", heldout_pool)
     rm_dir = p("rm")
     stages.run("08_train_rm", lambda: _verb(
         "train-rm", "--pairs", p("pairs.jsonl"), "--base-model", base, "--output-dir", rm_dir, "--method", "lora",
-        "--learning-rate", str(config.rm_lr), "--max-steps", str(config.rm_steps), "--max-length",
+        "--learning-rate", str(config.rm_lr), "--batch-size", str(config.rm_batch_size), "--max-steps", str(config.rm_steps), "--max-length",
         str(config.rm_max_length), "--eval-fraction", "0.2"))
     stages.run("09_select", lambda: _verb(
-        "select", "--responses", p("verified_heldout.jsonl"), "--problems", p("heldout.jsonl"), "--model", rm_dir,
+        "select", "--responses", p("pool_heldout.jsonl"), "--problems", p("heldout.jsonl"), "--model", rm_dir,
         "--by", "rm", "tests", "random", "majority", "--measure-latency", "--output", p("selected.jsonl"),
         "--report", p("report_select.md")))
     stages.run("10_grpo", lambda: _verb(
         "train-policy", "--problems", p("train.jsonl"), "--policy", base, "--reward", "rm", "--rm-model", rm_dir,
         "--output-dir", p("policy"), "--max-steps", str(config.grpo_steps), "--num-generations",
         str(config.grpo_generations), "--max-completion-length", str(config.grpo_max_new_tokens)))
-    report = write_report(config, stages.all(), verified)
+    report = write_report(config, stages.all(), {**verified, "pool": pool})
     if config.install_default:
         install_default_model(rm_dir)
     return report
+
+
+def _rows(*paths: str) -> list[dict]:
+    return [d for path in paths for _, d in stream_jsonl(path)]
 
 
 def _pass_stats(path: str) -> dict:
