@@ -8,8 +8,10 @@ turns bad input into one line on stderr and a non-zero exit.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import sys
+from typing import Sequence
 
 from codescaler.records import RecordError, UserError
 
@@ -37,6 +39,45 @@ def _top_help() -> str:
              "Execution-free reward models for code LLMs.", "", "verbs:"]
     lines += [f"  {v.ljust(width)}  {h}" for v, (_, h) in VERBS.items()]
     return "\n".join(lines)
+
+
+def add_config_args(p, cls, choices: dict[str, Sequence] | None = None, required: Sequence[str] = (),
+                    skip: Sequence[str] = ()) -> None:
+    """One flag per field of config dataclass `cls`: --field-name, typed by its annotation, help from metadata."""
+    choices = choices or {}
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        kw: dict = {"help": f.metadata.get("help", "")}
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            p.add_argument(flag, required=True, **kw)
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        annotation = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        if isinstance(default, bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, **kw)
+            continue
+        if f.name in choices:
+            kw["choices"] = list(choices[f.name])
+        if isinstance(default, (list, tuple)):
+            kw["nargs"] = "+"
+            default = list(default)
+        elif "float" in annotation:
+            kw["type"] = float
+        elif "int" in annotation:
+            kw["type"] = int
+        p.add_argument(flag, default=default, required=f.name in required, **kw)
+
+
+def config_from_args(cls, args):
+    """Build config dataclass `cls` from parsed flags; its cross-field checks become one-line errors."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    try:
+        return cls(**values)
+    except ValueError as e:
+        raise UserError(str(e)) from None
 
 
 def progress(iterable=None, total=None, desc: str = "", unit: str = "it", **kw):

@@ -17,7 +17,7 @@ import importlib.util
 import os
 import sys
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 from codescaler.records import Problem, UserError
 
@@ -216,22 +216,15 @@ def generate_to_file(problems: list[Problem], config: GenerationConfig, output: 
 
 def add_generation_args(p, model_required: bool = True) -> None:
     """The GenerationConfig options, shared by `generate` and `eval`."""
-    for f in fields(GenerationConfig):
-        flag = "--" + f.name.replace("_", "-")
-        kind = {"temperature": float, "top_p": float}.get(f.name, type(f.default) if f.default is not None else str)
-        if f.name == "model":
-            p.add_argument(flag, required=model_required, help=f.metadata["help"])
-        elif f.name == "backend":
-            p.add_argument(flag, choices=BACKENDS, default=f.default, help=f.metadata["help"])
-        else:
-            p.add_argument(flag, type=kind, default=f.default, help=f.metadata["help"])
+    from codescaler.cli import add_config_args
+
+    add_config_args(p, GenerationConfig, choices={"backend": BACKENDS}, required=("model",) if model_required else ())
 
 
 def generation_config_from_args(args) -> GenerationConfig:
-    try:
-        return GenerationConfig(**{f.name: getattr(args, f.name) for f in fields(GenerationConfig)})
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    from codescaler.cli import config_from_args
+
+    return config_from_args(GenerationConfig, args)
 
 
 def add_cli(p) -> None:

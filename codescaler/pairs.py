@@ -258,34 +258,20 @@ def format_stats(stats: Counter) -> str:
 
 
 def add_cli(p) -> None:
-    from dataclasses import fields
+    from codescaler.cli import add_config_args
 
     p.add_argument("--problems", required=True, help="problems JSONL(.gz): each pair carries its problem's `prompt`")
     p.add_argument("--verified", required=True, help="verified responses JSONL(.gz): responses plus `verdict`")
     p.add_argument("--output", required=True, help="pairs JSONL(.gz) to append to; a rerun skips problems already there")
-    for f in fields(PairsConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if f.name == "rule":
-            p.add_argument(flag, choices=RULES, default=f.default, help=f.metadata["help"])
-        elif f.name == "extraction":
-            p.add_argument(flag, choices=EXTRACTION_MODES, default=f.default, help=f.metadata["help"])
-        elif f.name == "mutation_kinds":
-            p.add_argument(flag, nargs="+", choices=KINDS, default=list(f.default), help=f.metadata["help"])
-        else:
-            p.add_argument(flag, type=type(f.default), default=f.default, help=f.metadata["help"])
+    add_config_args(p, PairsConfig, choices={"rule": RULES, "extraction": EXTRACTION_MODES,
+                                             "mutation_kinds": KINDS})
 
 
 def cli_main(args) -> int:
-    from dataclasses import fields
+    from codescaler.cli import config_from_args, progress
+    from codescaler.records import JsonlWriter, read_problems, read_responses
 
-    from codescaler.cli import progress
-    from codescaler.records import JsonlWriter, UserError, read_problems, read_responses
-
-    try:
-        config = PairsConfig(**{f.name: getattr(args, f.name) for f in fields(PairsConfig)})
-        config.mutation_kinds = tuple(config.mutation_kinds)
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    config = config_from_args(PairsConfig, args)
     problems = read_problems(args.problems)
     verified = [(args.verified, n, d) for n, d in read_responses(args.verified, problems)]
     for path, n, d in verified:  # validate every verdict before doing any work

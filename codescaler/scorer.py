@@ -156,7 +156,7 @@ def pick_device(device: str = "auto"):
     return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
 
 
-def pick_dtype(dtype: str, device) -> "torch.dtype":
+def pick_dtype(dtype: str, device):
     """`auto`: bf16 on CUDA with bf16 (else fp16), bf16 on CPUs with native bf16 (else fp32)."""
     import torch
 
@@ -338,30 +338,16 @@ def _text_of(x, role: str) -> str:
 
 def add_scorer_args(p) -> None:
     """The ScorerConfig options, shared by every verb that loads an RM (score, select, serve, ...)."""
-    from dataclasses import fields
+    from codescaler.cli import add_config_args
 
-    for f in fields(ScorerConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if f.name == "extraction":
-            p.add_argument(flag, choices=EXTRACTION_MODES, default=f.default, help=f.metadata["help"])
-        elif f.name == "shaping":
-            p.add_argument(flag, choices=SHAPING_MODES, default=f.default, help=f.metadata["help"])
-        elif f.name == "dtype":
-            p.add_argument(flag, choices=DTYPES, default=f.default, help=f.metadata["help"])
-        elif isinstance(f.default, bool):
-            p.add_argument(flag, action="store_true", help=f.metadata["help"])
-        else:
-            p.add_argument(flag, type=type(f.default) if f.default is not None else str, default=f.default,
-                           help=f.metadata["help"])
+    add_config_args(p, ScorerConfig, choices={"extraction": EXTRACTION_MODES, "shaping": SHAPING_MODES,
+                                              "dtype": DTYPES})
 
 
 def scorer_config_from_args(args) -> ScorerConfig:
-    from dataclasses import fields
+    from codescaler.cli import config_from_args
 
-    try:
-        return ScorerConfig(**{f.name: getattr(args, f.name) for f in fields(ScorerConfig)})
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    return config_from_args(ScorerConfig, args)
 
 
 def add_cli(p) -> None:

@@ -684,13 +684,9 @@ def serve(scorer, config: ServerConfig, problems: dict | None = None, model_name
 def add_cli(p) -> None:
     from codescaler.scorer import add_scorer_args
 
-    for f in fields(ServerConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if isinstance(f.default, bool):
-            p.add_argument(flag, action="store_true", help=f.metadata["help"])
-        else:
-            p.add_argument(flag, type=type(f.default) if f.default is not None else str, default=f.default,
-                           help=f.metadata["help"])
+    from codescaler.cli import add_config_args
+
+    add_config_args(p, ServerConfig)
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
                    help="uvicorn log level")
     add_scorer_args(p)
@@ -700,10 +696,9 @@ def cli_main(args) -> int:
     from codescaler.records import read_problems
     from codescaler.scorer import RewardScorer, resolve_model, scorer_config_from_args
 
-    try:
-        config = ServerConfig(**{f.name: getattr(args, f.name) for f in fields(ServerConfig)})
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    from codescaler.cli import config_from_args
+
+    config = config_from_args(ServerConfig, args)
     scorer_config = scorer_config_from_args(args)
     scorer_config.model = resolve_model(scorer_config.model)
     problems = read_problems(config.problems) if config.problems else None

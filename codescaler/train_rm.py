@@ -21,7 +21,7 @@ import os
 import random
 import shutil
 import sys
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 from codescaler.records import Pair, UserError, read_records
@@ -362,26 +362,15 @@ def format_summary(summary: dict) -> str:
 
 
 def add_cli(p) -> None:
-    import argparse
-    import dataclasses
+    from codescaler.cli import add_config_args
 
-    for f in fields(TrainRMConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if f.default is dataclasses.MISSING:
-            p.add_argument(flag, required=True, help=f.metadata["help"])
-        elif isinstance(f.default, bool):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=f.metadata["help"])
-        elif f.name == "method":
-            p.add_argument(flag, choices=METHODS, default=f.default, help=f.metadata["help"])
-        else:
-            p.add_argument(flag, type=type(f.default), default=f.default, help=f.metadata["help"])
+    add_config_args(p, TrainRMConfig, choices={"method": METHODS})
 
 
 def cli_main(args) -> int:
-    try:
-        config = TrainRMConfig(**{f.name: getattr(args, f.name) for f in fields(TrainRMConfig)})
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    from codescaler.cli import config_from_args
+
+    config = config_from_args(TrainRMConfig, args)
     summary = train_reward_model(config)
     print(format_summary(summary), file=sys.stderr)
     print(f"train-rm: saved the RM to {config.output_dir} (load it with `codescaler score --model "

@@ -1,12 +1,10 @@
 import json
 import math
-import os
 
-import numpy as np
 import pytest
 
 from codescaler.cli import main
-from codescaler.evaluate import ProblemResult, metrics, pass_at_k, results_by_problem
+from codescaler.evaluate import metrics, pass_at_k, results_by_problem
 
 
 def comb_pass_at_k(n, c, k):

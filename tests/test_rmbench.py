@@ -1,6 +1,5 @@
 import json
 
-import numpy as np
 import pytest
 
 from bestofn_helpers import tiny_model_dir
