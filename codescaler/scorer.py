@@ -64,6 +64,9 @@ class ScorerConfig:
     extraction: str = field(default="syntax", metadata={"help": "syntax (SPEC rule) or reference (paper's regex)"})
     shaping: str = field(default="softplus", metadata={"help": "softplus (validity-preserving) or none (raw score)"})
     attn_implementation: str = field(default="sdpa", metadata={"help": "sdpa, eager or flash_attention_2"})
+    packing: bool = field(default=False, metadata={
+        "help": "pack each batch into one row with no padding (pays off with flash_attention_2's varlen kernels; "
+                "with SDPA the block-diagonal mask costs more than it saves: see bench/)"})
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
@@ -143,19 +146,22 @@ def plan_batches(lengths: Sequence[int], token_budget: int, max_batch_size: int)
 # ---------------------------------------------------------------- loading
 
 
-def _pick_device_dtype(config: ScorerConfig):
+def pick_device(device: str = "auto"):
     import torch
 
-    device = config.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = config.dtype
+    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+
+
+def pick_dtype(dtype: str, device) -> "torch.dtype":
+    """`auto`: bf16 on CUDA with bf16 (else fp16), bf16 on CPUs with native bf16 (else fp32)."""
+    import torch
+
     if dtype == "auto":
-        if device.startswith("cuda"):
+        if str(device).startswith("cuda"):
             dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
         else:
             dtype = "bfloat16" if _cpu_has_native_bf16() else "float32"
-    return torch.device(device), getattr(torch, dtype)
+    return getattr(torch, dtype)
 
 
 def _cpu_has_native_bf16() -> bool:
@@ -208,10 +214,12 @@ class RewardScorer:
     """
 
     __name__ = "codescaler_rm"  # TRL logs reward functions by __name__
+    pick_dtype = staticmethod(pick_dtype)
 
     def __init__(self, config: ScorerConfig | None = None, tokenizer=None, model=None):
         self.config = config or ScorerConfig()
-        self.device, self.dtype = _pick_device_dtype(self.config)
+        self.device = pick_device(self.config.device)
+        self.dtype = pick_dtype(self.config.dtype, self.device)
         if model is None:
             tokenizer, model = load_reward_model(resolve_model(self.config.model), self.dtype, self.device,
                                                  self.config.attn_implementation)
@@ -247,22 +255,36 @@ class RewardScorer:
         return scores
 
     def _forward(self, seqs: list[list[int]]) -> list[float]:
+        """One batch: right-padded (default) or packed into one row without padding."""
         import torch
 
         lengths = torch.tensor([len(s) for s in seqs])
-        input_ids = torch.full((len(seqs), int(lengths.max())), self.pad_id, dtype=torch.long)
-        mask = torch.zeros_like(input_ids)
-        for row, s in enumerate(seqs):
-            input_ids[row, :len(s)] = torch.tensor(s)
-            mask[row, :len(s)] = 1
-        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
+        pin = self.device.type == "cuda"
+        if self.config.packing:
+            # Padding-free: one row, positions restart at 0 per sequence; transformers turns that into
+            # a block-diagonal mask (SDPA) or varlen kernels (flash_attention_2).
+            input_ids = torch.tensor([t for s in seqs for t in s]).unsqueeze(0)
+            position_ids = torch.cat([torch.arange(n) for n in lengths.tolist()]).unsqueeze(0)
+            last = lengths.cumsum(0) - 1
+            rows = torch.zeros_like(last)
+            inputs = {"input_ids": input_ids, "position_ids": position_ids}
+        else:
+            input_ids = torch.full((len(seqs), int(lengths.max())), self.pad_id, dtype=torch.long)
+            mask = torch.zeros_like(input_ids)
+            for row, s in enumerate(seqs):
+                input_ids[row, :len(s)] = torch.tensor(s)
+                mask[row, :len(s)] = 1
+            last, rows = lengths - 1, torch.arange(len(seqs))
+            inputs = {"input_ids": input_ids, "attention_mask": mask}
+        inputs = {k: (v.pin_memory() if pin else v).to(self.device, non_blocking=pin) for k, v in inputs.items()}
         with torch.inference_mode():
             if self._backbone is not None and self._head is not None:
-                hidden = self._backbone(input_ids=input_ids, attention_mask=mask).last_hidden_state
-                last = hidden[torch.arange(len(seqs), device=hidden.device), lengths.to(hidden.device) - 1]
-                logits = self._head(last)
+                hidden = self._backbone(**inputs, use_cache=False).last_hidden_state
+                logits = self._head(hidden[rows.to(hidden.device), last.to(hidden.device)])
+            elif self.config.packing:
+                raise UserError("packing needs a model with the usual backbone + `score` head split")
             else:  # an architecture without the usual backbone/score split
-                logits = self.model(input_ids=input_ids, attention_mask=mask).logits
+                logits = self.model(**inputs).logits
         return logits[:, 0].float().cpu().tolist()
 
     def score(self, prompts: Sequence[str], responses: Sequence[str],
@@ -309,6 +331,8 @@ def add_scorer_args(p) -> None:
             p.add_argument(flag, choices=SHAPING_MODES, default=f.default, help=f.metadata["help"])
         elif f.name == "dtype":
             p.add_argument(flag, choices=DTYPES, default=f.default, help=f.metadata["help"])
+        elif isinstance(f.default, bool):
+            p.add_argument(flag, action="store_true", help=f.metadata["help"])
         else:
             p.add_argument(flag, type=type(f.default) if f.default is not None else str, default=f.default,
                            help=f.metadata["help"])

