@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from codescaler.extract import extract_code
-from codescaler.records import Problem, Status, UserError, Verdict
+from codescaler.records import Problem, Scored, Status, UserError, Verdict
 from codescaler.scorer import RewardScorer, ScorerConfig
 
 REWARDS = ("rm", "tests", "hybrid")
@@ -94,34 +94,22 @@ def problems_for(prompts: Sequence, kwargs: dict, problems: dict[str, Problem] |
 
 def run_tests(problems: dict[str, Problem], items: list[tuple[str, str | None]], config=None) -> list[Verdict]:
     """The one call into the sandbox (issue 3): a verdict per (problem_id, code or None)."""
+    from codescaler import sandbox
+
     try:
-        from codescaler import sandbox
-    except ModuleNotFoundError as e:
-        if e.name != "codescaler.sandbox":
-            raise
-        raise UserError("the tests reward needs the sandbox (`codescaler verify`), which this build lacks") from None
-    return sandbox.verify_batch(problems, items, config if config is not None else sandbox.SandboxConfig())
+        return sandbox.verify_batch(problems, items, config if config is not None else sandbox.SandboxConfig())
+    except sandbox.SandboxUnavailable as e:
+        raise UserError(f"the tests reward cannot start the sandbox: {e}") from None
 
 
-def remote_rewards(url: str, prompts: list[str], responses: list[str], timeout: float = 600.0) -> list[float]:
-    """The one call into a `codescaler serve` RM: shaped rewards for (problem prompt, response) pairs."""
-    try:
-        from codescaler.client import RewardClient
-    except ModuleNotFoundError as e:
-        if e.name != "codescaler.client":
-            raise
-        RewardClient = None  # noqa: N806 (the serve branch's client has not landed: plain POST /score)
-    if RewardClient is not None:
-        return list(RewardClient(url, timeout=timeout).rewards(prompts, responses))
-    import httpx
+def remote_scores(client, prompts: list[str], responses: list[str]) -> list[Scored]:
+    """The one call into a `codescaler serve` RM through its `RewardClient` (retries with backoff)."""
+    from codescaler.client import RewardServerError
 
-    body = {"records": [{"prompt": p, "response": r} for p, r in zip(prompts, responses)]}
     try:
-        reply = httpx.post(url.rstrip("/") + "/score", json=body, timeout=timeout)
-        reply.raise_for_status()
-        return [float(s["reward"]) for s in reply.json()["results"]]
-    except (httpx.HTTPError, KeyError, TypeError, ValueError) as e:
-        raise UserError(f"reward server {url}: {type(e).__name__}: {e}") from None
+        return client.score(prompts, responses)
+    except RewardServerError as e:
+        raise UserError(f"reward server {client.url}: {e}") from None
 
 
 # ---------------------------------------------------------------- rewards
@@ -169,21 +157,22 @@ class RMReward(_Reward):
     __name__ = "codescaler_rm"
 
     def __init__(self, scorer: RewardScorer | ScorerConfig | None = None, url: str | None = None,
-                 problems: dict[str, Problem] | None = None, extraction: str = "syntax", timeout: float = 600.0):
+                 problems: dict[str, Problem] | None = None, timeout: float = 600.0):
         super().__init__(problems)
-        self.url, self.timeout, self.scorer = url, timeout, None
-        if url:
-            self.extraction = extraction  # only for the logged valid-code rate: the server extracts
+        self.scorer = self.client = None
+        if url:  # the server extracts, scores and shapes with its own ScorerConfig
+            from codescaler.client import RewardClient
+
+            self.client = RewardClient(url, timeout=timeout)
         else:
             self.scorer = scorer if isinstance(scorer, RewardScorer) else RewardScorer(scorer)
-            self.extraction = self.scorer.config.extraction
 
     def results(self, problems: list[Problem], responses: list[str]) -> list[RewardResult]:
         prompts = [p.prompt for p in problems]
         if self.scorer is not None:
             return [RewardResult(s.reward, s.code, "rm", s.rm_score) for s in self.scorer.score(prompts, responses)]
-        rewards = remote_rewards(self.url, prompts, responses, self.timeout) if responses else []
-        return [RewardResult(r, extract_code(t, self.extraction), "rm") for r, t in zip(rewards, responses)]
+        scored = remote_scores(self.client, prompts, responses) if responses else []
+        return [RewardResult(s.reward, s.code, "rm", s.rm_score) for s in scored]
 
 
 class TestsReward(_Reward):
@@ -232,13 +221,13 @@ class HybridReward(_Reward):
 
 def make_reward(kind: str, scorer: RewardScorer | ScorerConfig | None = None, url: str | None = None,
                 problems: dict[str, Problem] | None = None, sandbox_config=None,
-                extraction: str = "syntax") -> _Reward:
+                extraction: str = "syntax", timeout: float = 600.0) -> _Reward:
     """The reward callable for `kind` in REWARDS. The RM is loaded only for rm and hybrid."""
     if kind not in REWARDS:
         raise UserError(f"--reward {kind!r}: use one of {', '.join(REWARDS)}")
     if kind == "tests":
         return TestsReward(problems, sandbox_config, extraction)
-    rm = RMReward(scorer, url=url, problems=problems, extraction=extraction)
+    rm = RMReward(scorer, url=url, problems=problems, timeout=timeout)
     if kind == "rm":
         return rm
     return HybridReward(rm, TestsReward(problems, sandbox_config, extraction), problems)
