@@ -58,28 +58,42 @@ def make_tiny_rm(tok, path: str) -> str:
     return path
 
 
-def make_tiny_policy(tok, path: str, steps: int = 120) -> str:
-    """A 2-layer LM taught to answer each problem with a correct, a wrong or no code block."""
+def make_tiny_policy(tok, path: str, steps: int = 50) -> str:
+    """A 2-layer LM taught (loss on the answer only) to answer each problem with a correct, a wrong or no code block."""
     import torch
     from transformers import Qwen3ForCausalLM
 
     torch.manual_seed(0)
     model = Qwen3ForCausalLM(tiny_config(tok))
-    texts = [tok.apply_chat_template([{"role": "user", "content": PROMPTS[name]}, {"role": "assistant", "content": a}],
-                                     tokenize=False) for name in PROMPTS for a in ANSWERS[name]]
+    texts, prompt_lens = [], []
+    for name, prompt in PROMPTS.items():
+        head = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+        for answer in ANSWERS[name]:
+            texts.append(head + answer + tok.eos_token)
+            prompt_lens.append(len(tok(head, add_special_tokens=False)["input_ids"]))
     batch = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
     labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for row, n in enumerate(prompt_lens):
+        labels[row, :n] = -100
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     model.train()
     for _ in range(steps):
-        loss = model(**batch, labels=labels).loss
-        loss.backward()
+        model(**batch, labels=labels).loss.backward()
         opt.step()
         opt.zero_grad()
     model.eval()
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+def one_thread():
+    """Torch on one thread for these tiny models: on 2 shared cores, 2 threads run about 4x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    return before
 
 
 def write_problems(path: str, sub_has_tests: bool = True) -> str:
