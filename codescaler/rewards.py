@@ -179,6 +179,7 @@ class TestsReward(_Reward):
     """1.0 when every test passes in the sandbox, 0.0 otherwise, None on a sandbox error."""
 
     __name__ = "codescaler_tests"
+    __test__ = False  # not a pytest test class, despite the name
 
     def __init__(self, problems: dict[str, Problem] | None = None, sandbox_config=None, extraction: str = "syntax"):
         super().__init__(problems)
