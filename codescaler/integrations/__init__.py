@@ -1,0 +1,1 @@
+"""Plug-ins for other RL frameworks (verl); TRL's plug-in is codescaler.rewards."""
