@@ -43,6 +43,8 @@ class DemoConfig:
     rm_lr: float = field(default=5e-4, metadata={"help": "LoRA learning rate (1e-4 learned nothing in 40 CPU steps)"})
     grpo_steps: int = field(default=6, metadata={"help": "GRPO optimizer steps"})
     grpo_generations: int = field(default=4, metadata={"help": "completions per prompt in a GRPO group"})
+    grpo_prompts: int = field(default=2, metadata={"help": "prompts per GRPO step"})
+    grpo_lr: float = field(default=1e-5, metadata={"help": "policy learning rate (the paper's 1e-6 is for 8B and 100s of steps)"})
     grpo_max_new_tokens: int = field(default=160, metadata={"help": "GRPO completion length"})
     install_default: bool = field(default=True, metadata={"help": "install the trained RM as the default --model"})
 
@@ -60,7 +62,7 @@ class DemoConfig:
 SIZES = {
     "quick": DemoConfig(train_problems=2, heldout_problems=2, n_train=2, n_heldout=2, max_new_tokens=24,
                         mutants=2, rm_steps=2, rm_max_length=256, rm_batch_size=2, grpo_steps=1,
-                        grpo_generations=2, grpo_max_new_tokens=16),
+                        grpo_generations=2, grpo_prompts=1, grpo_max_new_tokens=16),
     "default": DemoConfig(),
     "full": DemoConfig(train_problems=110, heldout_problems=54, n_train=16, n_heldout=16, max_new_tokens=512,
                        mutants=4, rm_steps=400, rm_max_length=2048, rm_lr=1e-4, grpo_steps=100,
@@ -226,13 +228,20 @@ def run_demo(config: DemoConfig) -> str:
         "--by", "rm", "tests", "random", "majority", "--measure-latency", "--output", p("selected.jsonl"),
         "--report", p("report_select.md")))
     stages.run("10_grpo", lambda: _verb(
-        "train-policy", "--problems", p("train.jsonl"), "--policy", base, "--reward", "rm", "--rm-model", rm_dir,
+        "train-policy", "--problems", p("train.jsonl"), "--policy", base, "--reward", "rm", "--model", rm_dir,
         "--output-dir", p("policy"), "--max-steps", str(config.grpo_steps), "--num-generations",
-        str(config.grpo_generations), "--max-completion-length", str(config.grpo_max_new_tokens)))
+        str(config.grpo_generations), "--prompts-per-step", str(config.grpo_prompts), "--micro-batch-size",
+        str(config.grpo_prompts * config.grpo_generations), "--max-completion-length",
+        str(config.grpo_max_new_tokens), "--learning-rate", str(config.grpo_lr), "--temperature",
+        str(config.temperature), "--save-steps", "1"))
     report = write_report(config, stages.all(), {**verified, "pool": pool})
     if config.install_default:
         install_default_model(rm_dir)
     return report
+
+
+def _fmt(x) -> str:
+    return f"{x:.4g}" if isinstance(x, float) else str(x)
 
 
 def _rows(*paths: str) -> list[dict]:
@@ -282,10 +291,15 @@ def write_report(config: DemoConfig, stages: list[dict], verified: dict) -> str:
     if os.path.exists(select_md):
         with open(select_md, encoding="utf-8") as f:
             lines += ["", "## Best-of-N on held-out problems (select)", "", f.read().strip()]
-    grpo_dir = os.path.join(run, "policy")
-    for name in sorted(os.listdir(grpo_dir)) if os.path.isdir(grpo_dir) else []:
-        if name.endswith(".png"):
-            lines += ["", f"![GRPO]({os.path.join('policy', name)})"]
+    log = os.path.join(run, "policy", "reward_log.jsonl")
+    if os.path.exists(log):
+        rows = [d for _, d in stream_jsonl(log)]
+        keys = [k for k in ("step", "reward", "valid_code_rate", "response_length", "loss") if rows and k in rows[0]]
+        lines += ["", "## GRPO with the mini RM as reward (train-policy --reward rm)", "",
+                  "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+        lines += ["| " + " | ".join(_fmt(d.get(k)) for k in keys) + " |" for d in rows]
+        if os.path.exists(os.path.join(run, "policy", "reward_curve.png")):
+            lines += ["", "![GRPO reward curve](policy/reward_curve.png)"]
     path = os.path.join(run, "report.md")
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
