@@ -37,8 +37,8 @@ class DemoConfig:
     max_new_tokens: int = field(default=256, metadata={"help": "sampling budget per candidate"})
     temperature: float = field(default=0.8, metadata={"help": "sampling temperature (diversity for best-of-N)"})
     mutants: int = field(default=3, metadata={"help": "verified-failing AST mutants added per problem"})
-    rm_steps: int = field(default=40, metadata={"help": "train-rm optimizer updates"})
-    rm_max_length: int = field(default=512, metadata={"help": "RM input tokens (prompt shortened beyond)"})
+    rm_steps: int = field(default=30, metadata={"help": "train-rm optimizer updates"})
+    rm_max_length: int = field(default=384, metadata={"help": "RM input tokens (prompt shortened beyond)"})
     rm_batch_size: int = field(default=4, metadata={"help": "pairs per train-rm step"})
     rm_lr: float = field(default=5e-4, metadata={"help": "LoRA learning rate (1e-4 learned nothing in 40 CPU steps)"})
     grpo_steps: int = field(default=6, metadata={"help": "GRPO optimizer steps"})
@@ -214,6 +214,8 @@ def run_demo(config: DemoConfig) -> str:
         rows = _rows(p("verified_heldout.jsonl"), p("verified_canonical_heldout.jsonl"),
                      p("verified_mutants_heldout.jsonl"))
         write_jsonl(p("pool_heldout.jsonl"), rows)
+        write_jsonl(p("pool_same_style.jsonl"), _rows(p("verified_canonical_heldout.jsonl"),
+                                                      p("verified_mutants_heldout.jsonl")))
         return {"policy": _pass_stats(p("verified_heldout.jsonl")), "mutants": len(mutants),
                 "canonical": _pass_stats(p("verified_canonical_heldout.jsonl"))["responses"], "pool": len(rows)}
 
@@ -227,6 +229,12 @@ def run_demo(config: DemoConfig) -> str:
         "select", "--responses", p("pool_heldout.jsonl"), "--problems", p("heldout.jsonl"), "--model", rm_dir,
         "--by", "rm", "tests", "random", "majority", "--measure-latency", "--output", p("selected.jsonl"),
         "--report", p("report_select.md")))
+    # The same, on canonical + its mutants only: every candidate has the same author and formatting, so
+    # style cannot give the answer away (the first pool's policy samples look different from canonical code).
+    stages.run("09b_select_same_style", lambda: _verb(
+        "select", "--responses", p("pool_same_style.jsonl"), "--problems", p("heldout.jsonl"), "--model", rm_dir,
+        "--by", "rm", "tests", "random", "majority", "--measure-latency", "--output", p("selected_same_style.jsonl"),
+        "--report", p("report_select_same_style.md")))
     stages.run("10_grpo", lambda: _verb(
         "train-policy", "--problems", p("train.jsonl"), "--policy", base, "--reward", "rm", "--model", rm_dir,
         "--output-dir", p("policy"), "--max-steps", str(config.grpo_steps), "--num-generations",
@@ -285,12 +293,19 @@ def write_report(config: DemoConfig, stages: list[dict], verified: dict) -> str:
             lines.append(f"| {k} | {v['responses']} | {v['passed']} |")
     rm_metrics = os.path.join(run, "rm", "codescaler_train_rm.json")
     if os.path.exists(rm_metrics):
+        from codescaler.train_rm import format_summary
+
         with open(rm_metrics, encoding="utf-8") as f:
-            lines += ["", "## Reward model (train-rm)", "", "```json", f.read().strip(), "```"]
-    select_md = os.path.join(run, "report_select.md")
-    if os.path.exists(select_md):
-        with open(select_md, encoding="utf-8") as f:
-            lines += ["", "## Best-of-N on held-out problems (select)", "", f.read().strip()]
+            summary = json.load(f)
+        lines += ["", "## Reward model (train-rm, LoRA on SmolLM2-135M)", "",
+                  "Eval pairs are from train-split problems held out of RM training (split by problem).", "",
+                  "```", format_summary(summary).strip(), "```"]
+    for name, title in (("report_select.md", "Best-of-N on held-out problems: policy samples + canonical + mutants"),
+                        ("report_select_same_style.md", "Best-of-N on held-out problems: canonical + its mutants only")):
+        if os.path.exists(os.path.join(run, name)):
+            with open(os.path.join(run, name), encoding="utf-8") as f:
+                body = f.read().strip().replace("# Best-of-N selection", "").replace("## ", "### ")
+            lines += ["", f"## {title}", "", body]
     log = os.path.join(run, "policy", "reward_log.jsonl")
     if os.path.exists(log):
         rows = [d for _, d in stream_jsonl(log)]
