@@ -51,6 +51,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2, help="timed passes per way; the best is reported")
     ap.add_argument("--seed-batch", type=int, default=16, help="batch size of the seed way (the README's use)")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
+    ap.add_argument("--token-budget", type=int, default=0, help="ours: padded tokens per batch (0 = the scorer's auto)")
     ap.add_argument("--out", default="bench/results/score_cpu.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -69,9 +70,10 @@ def main() -> None:
     problems = humaneval_problems()
     pairs = [(p.prompt, p.extra["canonical_solution"]) for p in problems][: args.n]
 
-    scorer = RewardScorer(ScorerConfig(model=folder), tokenizer=tokenizer,
+    scorer = RewardScorer(ScorerConfig(model=folder, token_budget=args.token_budget), tokenizer=tokenizer,
                           model=copy.deepcopy(fp32).to(RewardScorer.pick_dtype("auto", "cpu")))
-    scorer_fp32 = RewardScorer(ScorerConfig(model=folder, dtype="float32"), tokenizer=tokenizer, model=fp32)
+    scorer_fp32 = RewardScorer(ScorerConfig(model=folder, dtype="float32", token_budget=args.token_budget),
+                               tokenizer=tokenizer, model=fp32)
     n_tokens = sum(len(ids) for ids, _ in scorer.encode([q for q, _ in pairs], [c for _, c in pairs]))
 
     seed_way(tokenizer, fp32, pairs[:4], args.seed_batch)  # warm-up both paths
@@ -86,6 +88,7 @@ def main() -> None:
 
     base = rows["seed_readme_fp32_arrival_order"]
     report = {"machine": platform.processor() or platform.machine(), "threads": args.threads, "pairs": len(pairs),
+              "token_budget": scorer.token_budget,
               "tokens": n_tokens, "torch": torch.__version__,
               "max_abs_diff_fp32_vs_seed": max(abs(a - b) for a, b in zip(seed_scores, [s for s, _ in ours32])),
               "max_abs_diff_default_vs_seed": max(abs(a - b) for a, b in zip(seed_scores, [s for s, _ in ours])),

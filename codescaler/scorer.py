@@ -59,7 +59,7 @@ class ScorerConfig:
     max_length: int = field(default=4096, metadata={
         "help": "tokens per RM input; longer inputs lose prompt text (never the code's end) and are flagged truncated"})
     token_budget: int = field(default=0, metadata={
-        "help": "padded tokens per forward batch; 0 = auto (32768 on CUDA, 8192 on CPU)"})
+        "help": "padded tokens per forward batch; 0 = auto (32768 on CUDA, 4096 on CPU: see bench/)"})
     max_batch_size: int = field(default=256, metadata={"help": "cap on sequences per forward batch"})
     extraction: str = field(default="syntax", metadata={"help": "syntax (SPEC rule) or reference (paper's regex)"})
     shaping: str = field(default="softplus", metadata={"help": "softplus (validity-preserving) or none (raw score)"})
@@ -229,7 +229,7 @@ class RewardScorer:
                                                  self.config.attn_implementation)
         self.tokenizer, self.model = tokenizer, model
         self.device = next(model.parameters()).device
-        self.token_budget = self.config.token_budget or (32768 if self.device.type == "cuda" else 8192)
+        self.token_budget = self.config.token_budget or (32768 if self.device.type == "cuda" else 4096)
         self.token_budget = max(self.token_budget, self.config.max_length)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         # Run the backbone, then the score head at each sequence's last token only.

@@ -20,7 +20,6 @@ from codescaler.testcases import select_longest
 
 HERE = os.path.dirname(__file__)
 FIX = os.path.join(HERE, "fixtures", "prepare")
-RUNNER = os.path.join(HERE, "_reference_runner.py")
 ADD_STDIN = open(os.path.join(FIX, "sol_add_stdin.py")).read()
 ADD_FN = open(os.path.join(FIX, "sol_add_fn.py")).read()
 TWO_SUM = open(os.path.join(FIX, "sol_two_sum.py")).read()
@@ -63,13 +62,13 @@ def read(path):
 
 
 def passes(problem, solution, tmp_path):
-    pfile = tmp_path / f"p{abs(hash(problem['id']))}.json"
-    sfile = tmp_path / f"s{abs(hash(problem['id']))}.py"
-    pfile.write_text(json.dumps(problem))
-    sfile.write_text(solution)
-    r = subprocess.run([sys.executable, RUNNER, str(pfile), str(sfile)], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout.strip().splitlines()[-1])["passed"]
+    """The real sandboxed `verify` on one prepared problem; infrastructure errors fail the test loudly."""
+    from codescaler.records import Problem, Status
+    from codescaler.sandbox import SandboxConfig, verify_one
+
+    verdict = verify_one(Problem.from_dict(problem), solution, SandboxConfig(workers=1, timeout_s=10))
+    assert verdict.status is not Status.SANDBOX_ERROR, verdict.detail
+    return verdict.passed
 
 
 ADD_CASES = [("1 2\n", "3\n"), ("10 20\n", "30\n"), ("-5 5\n", "0\n")]
