@@ -56,7 +56,7 @@ def _body(payload: dict | None) -> dict:
 
 
 def _text_of(x, role: str) -> str:
-    from codescaler.scorer import _text_of as text_of
+    from codescaler.scorer import text_of  # the scorer module imports torch only lazily
 
     return text_of(x, role)
 

@@ -28,7 +28,7 @@ from typing import Any, Sequence
 
 from codescaler.extract import extract_code
 from codescaler.records import Problem, Scored, Status, UserError, Verdict
-from codescaler.scorer import RewardScorer, ScorerConfig
+from codescaler.scorer import RewardScorer, ScorerConfig, text_of
 
 REWARDS = ("rm", "tests", "hybrid")
 
@@ -45,16 +45,6 @@ class RewardResult:
 
 
 # ---------------------------------------------------------------- inputs
-
-
-def text_of(x: Any, role: str) -> str:
-    """Plain text of a TRL prompt/completion: a string, or the last `role` turn of a conversation."""
-    if isinstance(x, str):
-        return x
-    if isinstance(x, dict):
-        return str(x.get("content", ""))
-    msgs = [m for m in x if isinstance(m, dict) and m.get("role") == role] or list(x)
-    return str(msgs[-1].get("content", "")) if msgs else ""
 
 
 def parse_tests(value: Any) -> dict | None:

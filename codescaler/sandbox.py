@@ -494,6 +494,7 @@ def add_cli(p) -> None:
     p.add_argument("--timeout", type=float, default=5.0, help=help_["timeout_s"] + " (default 5)")
     p.add_argument("--memory-mb", type=int, default=1024, help=help_["memory_mb"] + " (default 1024)")
     p.add_argument("--isolation", choices=ISOLATIONS, default="auto", help=help_["isolation"])
+    p.add_argument("--extra-paths", nargs="*", default=[], help=help_["extra_paths"])
     p.add_argument("--extraction", choices=MODES, default="syntax",
                    help="how code is taken from the response: syntax (SPEC rule, default) or reference (the paper's)")
 
@@ -508,7 +509,8 @@ def cli_main(args) -> int:
     todo = pending(rows, args.output)
     try:
         config = SandboxConfig(**{k: v for k, v in dict(
-            workers=args.workers, timeout_s=args.timeout, memory_mb=args.memory_mb, isolation=args.isolation).items()
+            workers=args.workers, timeout_s=args.timeout, memory_mb=args.memory_mb, isolation=args.isolation,
+            extra_paths=tuple(args.extra_paths)).items()
             if v is not None})
     except ValueError as e:
         raise UserError(str(e)) from None

@@ -319,11 +319,11 @@ class RewardScorer:
 
     def __call__(self, prompts: Sequence, completions: Sequence, completion_ids=None, **kwargs) -> list[float | None]:
         """TRL reward-function signature; conversational prompts use their last user turn."""
-        return [s.reward for s in self.score([_text_of(p, "user") for p in prompts],
-                                             [_text_of(c, "assistant") for c in completions])]
+        return [s.reward for s in self.score([text_of(p, "user") for p in prompts],
+                                             [text_of(c, "assistant") for c in completions])]
 
 
-def _text_of(x, role: str) -> str:
+def text_of(x, role: str) -> str:
     """Plain text of a TRL prompt/completion: a string, or the last `role` message of a conversation."""
     if isinstance(x, str):
         return x

@@ -49,7 +49,7 @@ def test_quick_demo_artifacts(quick_run):
                     "## GRPO", "report_select.png", "reward_curve.png"):
         assert heading in report, heading
     stages = sorted(os.listdir(run / "stages"))
-    assert len(stages) == 13 and all(s.endswith(".json") for s in stages)
+    assert len(stages) == 12 and all(s.endswith(".json") for s in stages)
 
 
 @pytest.mark.slow
@@ -58,7 +58,7 @@ def test_rerun_skips_finished_stages(quick_run):
     r = subprocess.run([sys.executable, "-m", "codescaler", "demo", "--quick", "--run-dir", str(run), "--no-install"],
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stderr.count("skipped") == 13
+    assert r.stderr.count("skipped") == 12
 
 
 @pytest.mark.slow

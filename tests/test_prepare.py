@@ -66,7 +66,11 @@ def passes(problem, solution, tmp_path):
     from codescaler.records import Problem, Status
     from codescaler.sandbox import SandboxConfig, verify_one
 
-    verdict = verify_one(Problem.from_dict(problem), solution, SandboxConfig(workers=1, timeout_s=10))
+    extra = ()
+    if "import pytest" in ((problem.get("tests") or {}).get("code") or ""):  # KodCode tests use pytest.raises
+        extra = (os.path.dirname(os.path.dirname(pytest.__file__)),)  # its site-packages, bound read-only
+    verdict = verify_one(Problem.from_dict(problem), solution,
+                         SandboxConfig(workers=1, timeout_s=10, extra_paths=extra))
     assert verdict.status is not Status.SANDBOX_ERROR, verdict.detail
     return verdict.passed
 

@@ -310,7 +310,8 @@ def test_harness_refuses_to_run_unconfined():
         harness.sweep({os.getpid()})
     # started directly (no sandbox), the harness exits at once without running anything
     a, b = socket.socketpair()
-    proc = subprocess.run([sys.executable, harness.__file__, str(b.fileno()), harness.host_namespaces()],
+    # -I -S as the sandbox starts it (else codescaler/select.py would shadow the stdlib's `select`)
+    proc = subprocess.run([sys.executable, "-I", "-S", harness.__file__, str(b.fileno()), harness.host_namespaces()],
                           pass_fds=[b.fileno()], capture_output=True, timeout=30)
     a.close(), b.close()
     assert proc.returncode == 3 and b"refusing" in proc.stderr
