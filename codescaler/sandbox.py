@@ -205,11 +205,14 @@ class _Launch:
                 argv = ["bwrap", "--unshare-all", "--unshare-user", "--unshare-pid", "--unshare-net", "--die-with-parent",
                         "--new-session", "--uid", str(NOBODY), "--gid", str(NOBODY), "--hostname", "sandbox",
                         "--clearenv", "--setenv", "PATH", SANDBOX_PATH, *_system_binds(self.python)]
-                for p in extra:
-                    argv += ["--ro-bind", p, p]
+                # extra paths appear under /opt/codescaler/extraN (a host path under /tmp would clash with the
+                # private /tmp that the harness empties after every run)
+                inside = [f"{os.path.dirname(HARNESS_IN_SANDBOX)}/extra{i}" for i in range(len(extra))]
+                for host, mount in zip(extra, inside):
+                    argv += ["--ro-bind", host, mount]
                 argv += ["--proc", "/proc", "--dev", "/dev", "--size", str(self.config.disk_mb << 20), "--tmpfs", "/tmp",
                          "--dir", os.path.dirname(HARNESS_IN_SANDBOX), "--ro-bind-data", str(src.fileno()),
-                         HARNESS_IN_SANDBOX, "--chdir", "/tmp", *py, HARNESS_IN_SANDBOX, str(control_fd), host_ns, *extra]
+                         HARNESS_IN_SANDBOX, "--chdir", "/tmp", *py, HARNESS_IN_SANDBOX, str(control_fd), host_ns, *inside]
                 return subprocess.Popen(argv, pass_fds=[control_fd, src.fileno()], **kw)
         if self.mode != "unshare":  # there is no unconfined mode: candidates never run outside a PID namespace
             raise SandboxStartError(f"unknown isolation mode {self.mode!r}")
