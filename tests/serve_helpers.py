@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import threading
 
 _CACHE: dict = {}
 
@@ -73,3 +74,15 @@ def response_text(i: int, kind: str = "code") -> str:
     if kind == "think":
         return f"<think>try {i}</think>\nHere it is:\n```python\n{body}```"
     return f"Solution {i}:\n```python\n{body}```\n"
+
+
+class GatedScorer:
+    """The real scorer, held at a gate so that a request is provably in flight."""
+
+    def __init__(self, scorer):
+        self.inner, self.entered, self.gate = scorer, threading.Event(), threading.Event()
+
+    def score(self, prompts, responses, progress=None):
+        self.entered.set()
+        assert self.gate.wait(60)
+        return self.inner.score(prompts, responses, progress)

@@ -9,7 +9,7 @@ import time
 
 import httpx
 import pytest
-from serve_helpers import response_text, tiny_scorer
+from serve_helpers import GatedScorer, response_text, tiny_scorer
 
 from codescaler.client import RewardClient, RewardServerError
 from codescaler.server import BackgroundServer, ServerConfig, create_app
@@ -146,16 +146,6 @@ def test_timeout_ends_the_call(scorer):
         with pytest.raises(RewardServerError, match="failed 2 times; last error: ReadTimeout"):
             client.score([PROMPTS[0]], [RESPONSES[0]])
         assert time.perf_counter() - t0 < 1.5
-
-
-class GatedScorer:
-    def __init__(self, scorer):
-        self.inner, self.entered, self.gate = scorer, threading.Event(), threading.Event()
-
-    def score(self, prompts, responses, progress=None):
-        self.entered.set()
-        assert self.gate.wait(60)
-        return self.inner.score(prompts, responses, progress)
 
 
 def test_overloaded_503_honours_retry_after_then_succeeds(scorer):

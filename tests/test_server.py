@@ -15,7 +15,7 @@ import httpx
 import pytest
 import requests
 import torch
-from serve_helpers import policy_tokenizer, response_text, tiny_rm_dir, tiny_scorer
+from serve_helpers import GatedScorer, policy_tokenizer, response_text, tiny_rm_dir, tiny_scorer
 
 from codescaler.cli import main as cli_main
 from codescaler.client import RewardClient
@@ -391,18 +391,6 @@ def test_internal_error_is_5xx_and_only_for_its_caller(scorer):
         m = httpx.get(srv.url + "/metrics", timeout=30).json()
         assert m["errors"]["5xx"] == 1 and "injected fault" in m["errors"]["last"]
         assert m["batches"]["max_requests_per_call"] >= 1
-
-
-class GatedScorer:
-    """The real scorer, held at a gate so that a request is provably in flight."""
-
-    def __init__(self, scorer):
-        self.inner, self.entered, self.gate = scorer, threading.Event(), threading.Event()
-
-    def score(self, prompts, responses, progress=None):
-        self.entered.set()
-        assert self.gate.wait(60)
-        return self.inner.score(prompts, responses, progress)
 
 
 def test_graceful_shutdown_finishes_in_flight_requests(scorer):
