@@ -99,30 +99,34 @@ def make(status: Status, passed_n: int, total: int, seconds: float, detail: str)
                    seconds=round(seconds, 4), detail=detail[:300])
 
 
+def tally(failures: list[tuple[Status, str] | None], seconds: float) -> Verdict:
+    """One verdict from per-case failures (None = passed): the first failure names the status."""
+    first = next(((i, f) for i, f in enumerate(failures) if f is not None), None)
+    status, detail = (first[1][0], f"case {first[0]}: {first[1][1]}") if first else (Status.PASSED, "")
+    return make(status, sum(f is None for f in failures), len(failures), seconds, detail)
+
+
 def stdio_verdict(problem: Problem, reply: dict, seconds: float) -> Verdict:
     cases, tol = problem.tests["cases"], float_tol(problem)
     units = reply["units"]
-    passed_n, first = 0, None
+    failures: list[tuple[Status, str] | None] = []
     for i, case in enumerate(cases):
         if i >= len(units):
-            failure = (first or (Status.RUNTIME_ERROR, ""))[0], "not run after an earlier limit"
+            earlier = next((f for f in failures if f is not None), (Status.RUNTIME_ERROR, ""))
+            failure = earlier[0], "not run after an earlier limit"
         else:
             failure = fate_failure(units[i])
             if failure is None and not stdio_matches(units[i]["stdout"], case["output"], tol):
                 failure = (Status.WRONG_ANSWER, "output differs")
-        if failure is None:
-            passed_n += 1
-        elif first is None:
-            first = (failure[0], f"case {i}: {failure[1]}")
-    status, detail = first or (Status.PASSED, "")
-    return make(status, passed_n, len(cases), seconds, detail)
+        failures.append(failure)
+    return tally(failures, seconds)
 
 
 def call_verdict(problem: Problem, reply: dict, seconds: float) -> Verdict:
     cases, tol = problem.tests["cases"], float_tol(problem)
     fate = reply["units"][0]
     results = fate["results"]
-    passed_n, first = 0, None
+    failures: list[tuple[Status, str] | None] = []
     for i, case in enumerate(cases):
         failure = None
         r = results[i] if i < len(results) else None
@@ -142,12 +146,8 @@ def call_verdict(problem: Problem, reply: dict, seconds: float) -> Verdict:
             else:
                 if not plain_equal(got, case["expected"], tol):
                     failure = (Status.WRONG_ANSWER, "returned value differs")
-        if failure is None:
-            passed_n += 1
-        elif first is None:
-            first = (failure[0], f"case {i}: {failure[1]}")
-    status, detail = first or (Status.PASSED, "")
-    return make(status, passed_n, len(cases), seconds, detail)
+        failures.append(failure)
+    return tally(failures, seconds)
 
 
 def assert_verdict(reply: dict, seconds: float) -> Verdict:
