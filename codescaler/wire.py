@@ -1,0 +1,401 @@
+"""What crosses process boundaries around a sandboxed run (stdlib only; also loaded inside the sandbox).
+
+* `encode` / `decode`: plain JSON-able values with exact builtin types (call
+  tests' arguments and return values).
+* Length-prefixed JSON frames (`send_frame`, `recv_frame`).
+* The assert-test link. An assert test runs in a *tester* process that holds
+  only trusted code (the problem's statement and its test); the candidate runs
+  in another process. The test reaches the candidate only through `Remote`
+  proxies: each call, attribute read or item read is a request answered by
+  `serve` in the candidate's process, and what comes back is a fresh copy of
+  plain data (`pack` / `unpack`) or an opaque handle to an object that stays
+  in the candidate's process. So no candidate code ever runs in the tester: an
+  object with a forged __eq__, an int subclass or a patched module cannot
+  reach the comparison, and the tester's report channel is out of the
+  candidate's reach (see codescaler/harness.py).
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import math
+import os
+import struct
+
+MAX_FRAME = 1 << 30
+PLAIN_SCALARS = (type(None), bool, int, float, str)
+MAX_DEPTH = 200
+
+
+# ---------------------------------------------------------------- call tests: plain JSON values
+
+
+class NotPlain(TypeError):
+    """A value that is not made of plain builtin types."""
+
+
+def encode(value, depth: int = 0):
+    """A JSON-able form of a plain value; exact types only, so subclasses are refused.
+
+    Lists are JSON lists; tuples, dicts and non-finite floats become one-key
+    tagged objects, so `decode(encode(v)) == v` with the same types.
+    """
+    if depth > MAX_DEPTH:
+        raise NotPlain("value nested too deeply")
+    t = type(value)
+    if t is float and not math.isfinite(value):
+        return {"__f": repr(value)}
+    if t in PLAIN_SCALARS:
+        return value
+    if t is list:
+        return [encode(v, depth + 1) for v in value]
+    if t is tuple:
+        return {"__t": [encode(v, depth + 1) for v in value]}
+    if t is dict:
+        return {"__d": [[encode(k, depth + 1), encode(v, depth + 1)] for k, v in value.items()]}
+    raise NotPlain(f"returned {t.__module__}.{t.__qualname__}, not a plain builtin type")
+
+
+def decode(obj):
+    """Inverse of `encode`; raises ValueError on anything `encode` cannot produce."""
+    return unpack(obj, None)
+
+
+# ---------------------------------------------------------------- assert tests: data and handles
+
+
+def pack(value, handles: dict, depth: int = 0):
+    """`encode`, widened for assert tests: sets, bytes and complex too, and any other
+    object (a subclass of a builtin included) as a handle {"__h": n} kept in `handles`."""
+    t = type(value)
+    if t is float and not math.isfinite(value):
+        return {"__f": repr(value)}
+    if t in PLAIN_SCALARS:
+        return value
+    if depth > MAX_DEPTH:
+        raise NotPlain("value nested too deeply")
+    if t is list:
+        return [pack(v, handles, depth + 1) for v in value]
+    if t in (tuple, set, frozenset):
+        tag = {tuple: "__t", set: "__s", frozenset: "__z"}[t]
+        return {tag: [pack(v, handles, depth + 1) for v in value]}
+    if t is dict:
+        return {"__d": [[pack(k, handles, depth + 1), pack(v, handles, depth + 1)] for k, v in value.items()]}
+    if t is bytes:
+        return {"__b": value.hex()}
+    if t is complex:
+        return {"__c": [repr(value.real), repr(value.imag)]}
+    key = id(value)
+    handles[key] = value  # keeps it alive while the tester may still refer to it
+    return {"__h": key}
+
+
+def unpack(obj, resolve):
+    """Inverse of `pack`: fresh builtins; handles go through `resolve(n)` (None: refuse handles)."""
+    t = type(obj)
+    if t in PLAIN_SCALARS:
+        return obj
+    if t is list:
+        return [unpack(v, resolve) for v in obj]
+    if t is dict and len(obj) == 1:
+        (tag, inner), = obj.items()
+        if tag == "__f" and inner in ("inf", "-inf", "nan"):
+            return float(inner)
+        if tag == "__h" and type(inner) is int and resolve is not None:
+            return resolve(inner)
+        if tag == "__b" and type(inner) is str and resolve is not None:
+            return bytes.fromhex(inner)
+        if tag == "__c" and resolve is not None and type(inner) is list and len(inner) == 2 and all(type(x) is str for x in inner):
+            return complex(float(inner[0]), float(inner[1]))
+        if type(inner) is list:
+            items = [unpack(v, resolve) for v in inner]
+            if tag == "__t":
+                return tuple(items)
+            if tag == "__s" and resolve is not None:
+                return set(items)
+            if tag == "__z" and resolve is not None:
+                return frozenset(items)
+            if tag == "__d" and all(type(p) is list and len(p) == 2 for p in items):
+                return {k: v for k, v in items}
+    raise ValueError(f"not an encoded plain value: {str(obj)[:80]}")
+
+
+# ---------------------------------------------------------------- framing
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def send_frame(fd: int, obj) -> None:
+    data = json.dumps(obj).encode()
+    write_all(fd, struct.pack("!I", len(data)) + data)
+
+
+def read_exact(fd: int, n: int) -> bytes | None:
+    chunks, got = [], 0
+    while got < n:
+        chunk = os.read(fd, min(n - got, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+def recv_frame(fd: int, limit: int = MAX_FRAME):
+    """The next frame's object, or None at end of stream; ValueError when over `limit` or not JSON."""
+    head = read_exact(fd, 4)
+    if head is None:
+        return None
+    (n,) = struct.unpack("!I", head)
+    if n > limit:
+        raise ValueError(f"frame of {n} bytes is over the limit")
+    body = read_exact(fd, n)
+    return None if body is None else json.loads(body)
+
+
+def recv_frame_sock(sock, limit: int):
+    """`recv_frame` for a socket with a timeout (socket.timeout is an OSError)."""
+
+    def exact(n: int) -> bytes | None:
+        buf = bytearray()
+        while len(buf) < n:
+            chunk = sock.recv(min(n - len(buf), 1 << 20))
+            if not chunk:
+                return None
+            buf += chunk
+        return bytes(buf)
+
+    head = exact(4)
+    if head is None:
+        return None
+    (n,) = struct.unpack("!I", head)
+    if n > limit:
+        raise ValueError(f"frame of {n} bytes is over the limit")
+    body = exact(n)
+    return None if body is None else json.loads(body)
+
+
+def parse_frames(buf: bytearray, results: list) -> None:
+    """Move the complete frames at the start of `buf` into `results` ({"garbled": True} for non-JSON)."""
+    while len(buf) >= 4:
+        (n,) = struct.unpack("!I", buf[:4])
+        if len(buf) < 4 + n:
+            return
+        try:
+            results.append(json.loads(bytes(buf[4:4 + n])))
+        except ValueError:
+            results.append({"garbled": True})
+        del buf[:4 + n]
+
+
+# ---------------------------------------------------------------- the candidate's side of the link
+
+
+def serve(fd_in: int, fd_out: int, env: dict, entry) -> None:
+    """Answer the tester's requests until it closes the link (runs in the candidate's process)."""
+    handles: dict = {}
+
+    def resolve(n):
+        if n not in handles:
+            raise ValueError("unknown handle")
+        return handles[n]
+
+    while True:
+        req = recv_frame(fd_in)
+        if req is None:
+            return
+        try:
+            value, mut = _apply(req, env, entry, resolve)
+            reply = {"v": pack(value, handles)}
+            if mut:
+                reply["mut"] = [[i, pack(a, handles)] for i, a in mut]
+        except (SystemExit, KeyboardInterrupt) as e:
+            reply = {"exit": type(e).__name__}
+            send_frame(fd_out, reply)
+            raise
+        except MemoryError:
+            raise
+        except BaseException as e:  # the candidate's own error, given to the test as an exception
+            reply = {"exc": [type(e).__name__, str(e)[:300]]}
+        send_frame(fd_out, reply)
+
+
+def _apply(req: dict, env: dict, entry, resolve):
+    op = req.get("op")
+    if op == "start":  # the entry point, then the other names the test uses that the candidate's module defines
+        return [entry(), {n: env[n] for n in req["names"] if n in env}], None
+    target = resolve(req["h"])
+    if op == "call":
+        args = [unpack(a, resolve) for a in req["args"]]
+        kwargs = {k: unpack(v, resolve) for k, v in req["kw"].items()}
+        value = target(*args, **kwargs)
+        return value, [(i, a) for i, a in enumerate(args) if type(a) in (list, dict, set)]
+    if op == "getattr":
+        return getattr(target, req["name"]), None
+    if op == "setattr":
+        setattr(target, req["name"], unpack(req["value"], resolve))
+        return None, None
+    if op == "getitem":
+        return target[unpack(req["key"], resolve)], None
+    if op == "setitem":
+        target[unpack(req["key"], resolve)] = unpack(req["value"], resolve)
+        return None, None
+    if op == "contains":
+        return unpack(req["value"], resolve) in target, None
+    if op in UNARY:
+        return UNARY[op](target), None
+    raise ValueError(f"unknown request {op!r}")
+
+
+UNARY = {"len": len, "list": list, "next": next, "bool": bool, "str": str, "repr": repr, "iter": iter}
+
+
+# ---------------------------------------------------------------- the tester's side of the link
+
+
+class CandidateExited(BaseException):
+    """The candidate exited or died during the test (a BaseException: `except Exception` in a test cannot swallow it)."""
+
+
+class Unsupported(BaseException):
+    """The test hands the candidate something that cannot cross the link (a function, an object of the test's own)."""
+
+
+class CandidateError(Exception):
+    """The candidate raised an exception that is not a builtin one."""
+
+
+class Link:
+    """The tester's end: sends requests, turns replies into plain data, `Remote` handles and exceptions."""
+
+    def __init__(self, fd_out: int, fd_in: int, limit: int):
+        self.fd_out, self.fd_in, self.limit = fd_out, fd_in, limit
+        self.remotes: dict = {}
+
+    def ask(self, req: dict, originals: list | None = None):
+        try:
+            send_frame(self.fd_out, req)
+            reply = recv_frame(self.fd_in, self.limit)
+        except OSError:
+            reply = None
+        if reply is None:
+            raise CandidateExited("the candidate's process exited during the test")
+        if "exit" in reply:
+            raise CandidateExited(f"the candidate raised {reply['exit']} during the test")
+        if "exc" in reply:
+            name, msg = reply["exc"]
+            exc = getattr(builtins, name, None)
+            if isinstance(exc, type) and issubclass(exc, Exception):
+                raise exc(msg)
+            raise CandidateError(f"{name}: {msg}")
+        for i, new in reply.get("mut", ()):
+            _update_in_place(originals[i], self.unpack(new))
+        return self.unpack(reply["v"])
+
+    def unpack(self, obj):
+        return unpack(obj, self.remote)
+
+    def remote(self, n: int):
+        if n not in self.remotes:
+            self.remotes[n] = Remote(self, n)
+        return self.remotes[n]
+
+    def pack(self, value, depth: int = 0):
+        """A value the test sends: plain data or a handle it got from the candidate, nothing else."""
+        t = type(value)
+        if t is Remote:
+            return {"__h": object.__getattribute__(value, "_n")}
+        if t in (list, tuple, set, frozenset, dict) and depth <= MAX_DEPTH:
+            if t is dict:
+                return {"__d": [[self.pack(k, depth + 1), self.pack(v, depth + 1)] for k, v in value.items()]}
+            inner = [self.pack(v, depth + 1) for v in value]
+            return inner if t is list else {{tuple: "__t", set: "__s", frozenset: "__z"}[t]: inner}
+        try:
+            return pack(value, {}, depth) if t in PLAIN_SCALARS + (bytes, complex) else _refuse(value)
+        except NotPlain:
+            return _refuse(value)
+
+
+def _refuse(value):
+    t = type(value)
+    raise Unsupported(f"the test passes a {t.__module__}.{t.__qualname__} to the candidate; only plain data "
+                      "and the candidate's own objects can cross to its process")
+
+
+def _update_in_place(arg, new) -> None:
+    """Mirror the candidate's in-place change of a list/dict/set argument into the test's object."""
+    if type(arg) is not type(new):
+        return
+    if type(arg) is list:
+        arg[:] = new
+    else:
+        arg.clear()
+        arg.update(new)
+
+
+class Remote:
+    """An object that lives in the candidate's process. Equality and hashing are by identity here:
+    the candidate's __eq__ never decides a comparison in the test."""
+
+    __slots__ = ("_link", "_n")
+
+    def __init__(self, link: Link, n: int):
+        object.__setattr__(self, "_link", link)
+        object.__setattr__(self, "_n", n)
+
+    def _ask(self, op: str, originals: list | None = None, **req):
+        link = object.__getattribute__(self, "_link")
+        return link.ask({"op": op, "h": object.__getattribute__(self, "_n"), **req}, originals)
+
+    def __call__(self, *args, **kwargs):
+        link = object.__getattribute__(self, "_link")
+        args = list(args)
+        return self._ask("call", args, args=[link.pack(a) for a in args],
+                         kw={str(k): link.pack(v) for k, v in kwargs.items()})
+
+    def __getattr__(self, name):
+        return self._ask("getattr", name=name)
+
+    def __setattr__(self, name, value):
+        self._ask("setattr", name=name, value=object.__getattribute__(self, "_link").pack(value))
+
+    def __getitem__(self, key):
+        return self._ask("getitem", key=object.__getattribute__(self, "_link").pack(key))
+
+    def __setitem__(self, key, value):
+        link = object.__getattribute__(self, "_link")
+        self._ask("setitem", key=link.pack(key), value=link.pack(value))
+
+    def __contains__(self, value):
+        return self._ask("contains", value=object.__getattribute__(self, "_link").pack(value)) is True
+
+    def __len__(self):
+        n = self._ask("len")
+        if type(n) is not int:
+            raise TypeError("len() of the candidate's object is not an int")
+        return n
+
+    def __iter__(self):
+        return iter(self._ask("list"))
+
+    def __next__(self):
+        try:
+            return self._ask("next")
+        except StopIteration:
+            raise StopIteration from None
+
+    def __bool__(self):
+        return self._ask("bool") is True
+
+    def __str__(self):
+        s = self._ask("str")
+        return s if type(s) is str else "<candidate object>"
+
+    def __repr__(self):
+        s = self._ask("repr")
+        return s if type(s) is str else "<candidate object>"
