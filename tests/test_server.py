@@ -20,8 +20,8 @@ from serve_helpers import GatedScorer, policy_tokenizer, response_text, tiny_rm_
 from codescaler.cli import main as cli_main
 from codescaler.client import RewardClient
 from codescaler.records import Problem, write_jsonl
-from codescaler.server import (BackgroundServer, ServerConfig, create_app, problem_statement, sigmoid,
-                               split_query, strip_end_markers)
+from codescaler.payloads import sigmoid
+from codescaler.server import BackgroundServer, ServerConfig, create_app
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LONG = "Read the statement carefully. " * 120  # about 700 tokens: over max_length=512, so truncated
@@ -98,28 +98,6 @@ def openrlhf_merge(rewards_info: list[dict], samples_len: list[int]) -> dict:
     for key in rewards_info[0]["extra_logs"]:
         out[key] = torch.cat([torch.as_tensor(i["extra_logs"][key]) for i in rewards_info]).split(samples_len)
     return out
-
-
-# ---------------------------------------------------------------- query splitting (known answers)
-
-
-def test_split_query_and_statement():
-    chatml = "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nAdd two ints.\n<|im_end|>\n" \
-             "<|im_start|>assistant\n"
-    assert problem_statement(chatml) == "Add two ints.\n"
-    llama3 = "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nSort it.<|eot_id|>" \
-             "<|start_header_id|>assistant<|end_header_id|>\n\n"
-    assert problem_statement(llama3) == "Sort it."
-    assert problem_statement("plain prompt, no template") == "plain prompt, no template"
-    assert split_query(chatml + "```python\nx = 1\n```<|im_end|>", chatml) == (chatml, "```python\nx = 1\n```")
-    # no prompts (old OpenRLHF clients): cut after the last assistant turn
-    assert split_query(chatml + "hi<|im_end|>\n<|endoftext|>", None) == (chatml, "hi")
-    # a prompt that was cut short by prompt_max_len: split where query and prompt stop agreeing
-    assert split_query("<|im_start|>user\nAdd tw" + "ANSWER", "<|im_start|>user\nAdd two ints") == \
-        ("<|im_start|>user\nAdd two ints", "ANSWER")
-    assert strip_end_markers("```\n<|im_end|>\n<|endoftext|>  ") == "```\n"
-    with pytest.raises(ValueError):
-        split_query("no template at all", None)
 
 
 # ---------------------------------------------------------------- OpenRLHF protocol
