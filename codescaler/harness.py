@@ -70,7 +70,6 @@ ENVIRONMENT = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "OMP_NUM_THREADS": "1"} 
 PRELOAD = ("typing", "math", "re", "collections", "itertools", "functools", "heapq", "bisect", "string",
            "random", "fractions", "decimal", "hashlib", "copy", "statistics", "dataclasses", "operator")
 _read, _exit = os.read, os._exit
-LIBC = ctypes.CDLL(None)
 PREPARED: dict = {}  # (test, statement) -> analyse_assert(...), at most 256, oldest dropped first
 
 
@@ -309,12 +308,14 @@ def prepare_assert(job: dict) -> None:
         if len(PREPARED) >= 256:
             PREPARED.pop(next(iter(PREPARED)))
         PREPARED[key] = analyse_assert(job["check"], key[1])
-    job["check_code"], job["setup_code"], job["remote_names"] = PREPARED[key]
+    job["check_code"], job["setup_code"], job["remote_names"], job["unsupported"] = PREPARED[key]
 
 
 def analyse_assert(check: str, setup: str) -> tuple:
-    """(test code object, statement code object or None, names the test takes from the candidate's module)."""
+    """(test code object, statement code object or None, names the test takes from the candidate's module,
+    why the test cannot run in a tester of its own or "")."""
     check_code = compile(check, "test.py", "exec", dont_inherit=True)
+    check_tree = ast.parse(check)
     provided = set()
     try:
         tree = ast.parse(setup)
@@ -329,7 +330,7 @@ def analyse_assert(check: str, setup: str) -> tuple:
         elif isinstance(node, ast.Assign):
             provided |= {t.id for t in node.targets if isinstance(t, ast.Name)}
     loaded, bound = set(), set()
-    for node in ast.walk(ast.parse(check)):
+    for node in ast.walk(check_tree):
         if isinstance(node, ast.Name):
             (loaded if isinstance(node.ctx, ast.Load) else bound).add(node.id)
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
@@ -340,7 +341,30 @@ def analyse_assert(check: str, setup: str) -> tuple:
             bound.add((node.asname or node.name).split(".")[0])
         elif isinstance(node, ast.ExceptHandler) and node.name:
             bound.add(node.name)
-    return check_code, setup_code, sorted(loaded - bound - provided - set(vars(builtins)))
+    names = sorted(loaded - bound - provided - set(vars(builtins)))
+    return check_code, setup_code, names, reaches_into_candidate(check_tree)
+
+
+# What a test uses to change the process it runs in: in a tester of its own that is not the candidate's process.
+PATCHING_NAMES = {"patch", "mock", "Mock", "MagicMock", "mock_open", "monkeypatch", "redirect_stdout",
+                  "redirect_stderr", "capsys", "capfd", "capsysbinary", "capfdbinary"}
+STD_STREAMS = {"stdin", "stdout", "stderr"}
+
+
+def reaches_into_candidate(tree: ast.AST) -> str:
+    """Why a test needs to patch or capture the candidate's own process (mock.patch, redirected sys.stdout),
+    which a separate tester cannot do; "" when it does not."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and node.id in PATCHING_NAMES:
+            return f"the test uses {node.id}, which would patch or capture the candidate's process"
+        if isinstance(node, ast.Attribute) and (node.attr in PATCHING_NAMES or (
+                node.attr in STD_STREAMS and isinstance(node.value, ast.Name) and node.value.id == "sys")):
+            return f"the test uses .{node.attr}, which would patch or capture the candidate's process"
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            for alias in node.names:
+                if (getattr(node, "module", None) or alias.name).split(".")[-1] == "mock" or alias.name in PATCHING_NAMES:
+                    return "the test imports mock, which would patch the candidate's process"
+    return ""
 
 
 def is_stub(fn: ast.AST) -> bool:
@@ -493,6 +517,9 @@ def run_job(job: dict) -> dict:
         except (SyntaxError, ValueError, MemoryError, RecursionError) as e:  # the problem's test, not the candidate
             return {"units": [{"fate": "exit", "code": EXIT_SETUP, "stderr": f"the test does not compile: {e}",
                                "stdout": "", "results": [], "seconds": 0.0}]}
+        if job["unsupported"]:  # an infrastructure limit, never a verdict on the candidate: no process runs
+            return {"units": [{"fate": "exit", "code": 0, "stderr": "", "stdout": "", "seconds": 0.0,
+                               "results": [{"error": job["unsupported"], "unsupported": True}]}]}
     job["cpu_cases"] = len(job.get("inputs") or [None])
     return {"units": [run_unit(job, code, None)]}
 
@@ -511,7 +538,7 @@ def main(argv: list[str]) -> int:
     CONFINED = True
     here = os.path.dirname(os.path.abspath(__file__))
     sys.path[:] = [p for p in sys.path if p != here] + argv[3:]  # candidates cannot import the harness by name
-    LIBC.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     os.environ.clear()
     os.environ.update(ENVIRONMENT)

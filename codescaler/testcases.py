@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
+from codescaler.harness import reaches_into_candidate
 from codescaler.safe_decode import BlobError, JsonStream, _str_reader
 
 DEFAULT_MAX_TESTS = 15
@@ -283,6 +284,9 @@ def mbpp_check(test_list: list[str], setup: str = "", reference: str | None = No
     if not ranked:
         raise TestFormatError("asserts call no function")
     entry = ranked[0]
+    why = reaches_into_candidate(ast.parse("\n".join(asserts)))
+    if why:
+        raise TestFormatError(why)
     head = (setup.strip() + "\n\n") if setup and setup.strip() else ""
     body = "\n".join("    " + a for a in asserts)
     code = f"{head}def check(candidate):\n    {entry} = candidate\n{body}\n"
@@ -312,6 +316,9 @@ def pytest_check(test_code: str, entry_point: str, module: str = "solution") -> 
             tests.append(node.name)
     if not tests:
         raise TestFormatError("no test functions")
+    why = reaches_into_candidate(tree)
+    if why:  # the test runs in a process of its own (codescaler/harness.py): it cannot patch the candidate's
+        raise TestFormatError(why)
     lines = test_code.split("\n")
     kept = []
     drop = {n.lineno for n in tree.body if isinstance(n, ast.ImportFrom) and n.module == module}

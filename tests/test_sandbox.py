@@ -227,6 +227,14 @@ def test_tests_that_pass_functions_are_infrastructure_errors(verifier):
     assert v.status is Status.SANDBOX_ERROR and "cross" in v.detail, v
 
 
+def test_tests_that_patch_the_candidates_process_are_infrastructure_errors(verifier):
+    p = Problem(id="reads_input", prompt="", tests={"kind": "assert", "entry_point": "double", "code": (
+        "from unittest.mock import patch\n"
+        "def check(candidate):\n    with patch('builtins.input', return_value='3'):\n        assert candidate() == 6\n")})
+    v = run(verifier, p, "def double():\n    return 2 * int(input())\n")
+    assert v.status is Status.SANDBOX_ERROR and "patch" in v.detail, v
+
+
 def test_patched_builtins_and_check_do_not_pass(verifier):
     code = ("import builtins\nbuiltins.len = lambda x: 0\nbuiltins.AssertionError = type('E', (Exception,), {})\n"
             "def check(c):\n    pass\ndef add(a, b):\n    return len([a])\n")
