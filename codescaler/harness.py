@@ -252,7 +252,7 @@ def tester_main(job: dict, fds: list[int]) -> int:
         return EXIT_MEMORY
     except BaseException as e:  # the test failed, or the candidate failed it
         try_send(6, {"error": f"{type(e).__name__}: {e}"[:300], "assert": isinstance(e, AssertionError),
-                     "unsupported": isinstance(e, wire.Unsupported)})
+                     "unsupported": isinstance(e, wire.Unsupported), "output_limit": isinstance(e, wire.OverLimit)})
         return 1
     finally:
         flush_std()

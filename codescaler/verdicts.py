@@ -168,6 +168,8 @@ def assert_verdict(reply: dict, seconds: float) -> Verdict:
     if report is not None:
         if report.get("unsupported"):  # the test, not the candidate, cannot run this way
             return make(Status.SANDBOX_ERROR, 0, 1, seconds, str(report["error"]))
+        if report.get("output_limit"):
+            return make(Status.OUTPUT_LIMIT, 0, 1, seconds, str(report["error"]))
         if str(report["error"]).startswith("CandidateExited") and cand_failure:
             return make(cand_failure[0], 0, 1, seconds, cand_failure[1])
         status = Status.WRONG_ANSWER if report.get("assert") else Status.RUNTIME_ERROR

@@ -266,6 +266,10 @@ class Unsupported(BaseException):
     """The test hands the candidate something that cannot cross the link (a function, an object of the test's own)."""
 
 
+class OverLimit(BaseException):
+    """The candidate sent back more than the run's output limit."""
+
+
 class CandidateError(Exception):
     """The candidate raised an exception that is not a builtin one."""
 
@@ -283,6 +287,10 @@ class Link:
             reply = recv_frame(self.fd_in, self.limit)
         except OSError:
             reply = None
+        except ValueError as e:  # over the limit, or not a frame at all
+            if "over the limit" in str(e):
+                raise OverLimit(str(e)) from None
+            raise
         if reply is None:
             raise CandidateExited("the candidate's process exited during the test")
         if "exit" in reply:

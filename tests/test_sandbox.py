@@ -235,6 +235,19 @@ def test_tests_that_patch_the_candidates_process_are_infrastructure_errors(verif
     assert v.status is Status.SANDBOX_ERROR and "patch" in v.detail, v
 
 
+@pytest.mark.parametrize("body", [
+    "return 'x' * (64 << 20)",  # a reply over the link's size limit
+    "x = []\n    for _ in range(100000):\n        x = [x]\n    return x",  # nested past any recursion limit
+    "x = []\n    x.append(x)\n    return x",  # a cycle
+    "import os\n    os.write(4, b'\\xff' * 100000)\n    return 5",  # garbage on the link before the answer
+])
+def test_hostile_replies_on_the_link_never_pass(verifier, body):
+    v = run(verifier, ADD_ASSERT, f"def add(a, b):\n    {body}\n")
+    # an oversized reply (or garbage that reads as one) is an output limit; anything else a runtime error
+    assert not v.passed and v.status in (Status.OUTPUT_LIMIT, Status.RUNTIME_ERROR), v
+    assert (v.status is Status.OUTPUT_LIMIT) == ("64 << 20" in body or "xff" in body), v
+
+
 def test_patched_builtins_and_check_do_not_pass(verifier):
     code = ("import builtins\nbuiltins.len = lambda x: 0\nbuiltins.AssertionError = type('E', (Exception,), {})\n"
             "def check(c):\n    pass\ndef add(a, b):\n    return len([a])\n")
