@@ -88,7 +88,14 @@ def pack(value, handles: dict, depth: int = 0):
         return {"__c": [repr(value.real), repr(value.imag)]}
     key = id(value)
     handles[key] = value  # keeps it alive while the tester may still refer to it
+    if isinstance(value, type) and issubclass(value, BaseException):  # the tester makes a stand-in class
+        return {"__x": [key, value.__name__[:100], builtin_base(value)]}
     return {"__h": key}
+
+
+def builtin_base(cls: type) -> str:
+    """The nearest builtin exception class of `cls` (e.g. ValueError for a `class Overdrawn(ValueError)`)."""
+    return next(c.__name__ for c in cls.__mro__ if c.__module__ == "builtins")
 
 
 def unpack(obj, resolve):
@@ -104,6 +111,8 @@ def unpack(obj, resolve):
             return float(inner)
         if tag == "__h" and type(inner) is int and resolve is not None:
             return resolve(inner)
+        if tag == "__x" and resolve is not None and type(inner) is list and len(inner) == 3 and type(inner[0]) is int:
+            return resolve(inner[0], inner[1:])
         if tag == "__b" and type(inner) is str and resolve is not None:
             return bytes.fromhex(inner)
         if tag == "__c" and resolve is not None and type(inner) is list and len(inner) == 2 and all(type(x) is str for x in inner):
@@ -222,6 +231,8 @@ def serve(fd_in: int, fd_out: int, env: dict, entry) -> None:
             raise
         except BaseException as e:  # the candidate's own error, given to the test as an exception
             reply = {"exc": [type(e).__name__, str(e)[:300]]}
+            if type(e).__module__ != "builtins":  # raised as the same stand-in class the test may hold
+                reply["cls"] = pack(type(e), handles)
         send_frame(fd_out, reply)
 
 
@@ -247,6 +258,8 @@ def _apply(req: dict, env: dict, entry, resolve):
         return None, None
     if op == "contains":
         return unpack(req["value"], resolve) in target, None
+    if op == "isinstance":
+        return isinstance(unpack(req["value"], resolve), target), None
     if op in UNARY:
         return UNARY[op](target), None
     raise ValueError(f"unknown request {op!r}")
@@ -297,6 +310,10 @@ class Link:
             raise CandidateExited(f"the candidate raised {reply['exit']} during the test")
         if "exc" in reply:
             name, msg = reply["exc"]
+            if "cls" in reply:
+                stand_in = self.unpack(reply["cls"])
+                if isinstance(stand_in, type) and issubclass(stand_in, BaseException):
+                    raise stand_in(msg)
             exc = getattr(builtins, name, None)
             if isinstance(exc, type) and issubclass(exc, Exception):
                 raise exc(msg)
@@ -308,9 +325,18 @@ class Link:
     def unpack(self, obj):
         return unpack(obj, self.remote)
 
-    def remote(self, n: int):
+    def remote(self, n: int, exception: list | None = None):
+        """The tester's object for handle n: a `Remote`, or for an exception class of the candidate's a
+        stand-in class (same name, same nearest builtin base) so that `pytest.raises(Overdrawn)` and
+        `except Overdrawn` work in the test."""
         if n not in self.remotes:
-            self.remotes[n] = Remote(self, n)
+            if exception is None:
+                self.remotes[n] = Remote(self, n)
+            else:
+                name, base = str(exception[0]), getattr(builtins, str(exception[1]), None)
+                if not (isinstance(base, type) and issubclass(base, Exception)):
+                    base = CandidateError
+                self.remotes[n] = type(name, (base,), {"__module__": "solution", "_candidate_handle": n})
         return self.remotes[n]
 
     def pack(self, value, depth: int = 0):
@@ -318,6 +344,8 @@ class Link:
         t = type(value)
         if t is Remote:
             return {"__h": object.__getattribute__(value, "_n")}
+        if isinstance(value, type) and isinstance(value.__dict__.get("_candidate_handle"), int):
+            return {"__h": value.__dict__["_candidate_handle"]}
         if t in (list, tuple, set, frozenset, dict) and depth <= MAX_DEPTH:
             if t is dict:
                 return {"__d": [[self.pack(k, depth + 1), self.pack(v, depth + 1)] for k, v in value.items()]}
@@ -399,6 +427,9 @@ class Remote:
 
     def __bool__(self):
         return self._ask("bool") is True
+
+    def __instancecheck__(self, instance):  # isinstance(x, SomeCandidateClass)
+        return self._ask("isinstance", value=object.__getattribute__(self, "_link").pack(instance)) is True
 
     def __str__(self):
         s = self._ask("str")

@@ -207,6 +207,27 @@ def test_class_tests_run_through_handles(verifier):
     assert run(verifier, p, wrong).status is Status.WRONG_ANSWER
 
 
+def test_candidate_exception_classes_and_isinstance_work_in_tests(verifier):
+    p = Problem(id="account", prompt="", tests={"kind": "assert", "entry_point": "Account", "code": (
+        "def test_overdraw():\n"
+        "    a = Account(10)\n"
+        "    assert isinstance(a, Account)\n"
+        "    try:\n"
+        "        a.withdraw(20)\n"
+        "    except Overdrawn as e:\n"
+        "        assert 'insufficient' in str(e)\n"
+        "    else:\n"
+        "        assert False, 'no Overdrawn raised'\n"
+        "def check(candidate):\n"
+        "    test_overdraw()\n")})
+    honest = ("class Overdrawn(Exception):\n    pass\n"
+              "class Account:\n    def __init__(self, balance):\n        self.balance = balance\n"
+              "    def withdraw(self, x):\n        if x > self.balance:\n"
+              "            raise Overdrawn('insufficient funds')\n        self.balance -= x\n")
+    assert run(verifier, p, honest).passed
+    assert run(verifier, p, honest.replace("raise Overdrawn(", "raise ValueError(")).status is Status.RUNTIME_ERROR
+
+
 def test_statement_helpers_stay_the_statements_own(verifier):
     # HumanEval/32 style: the test checks the candidate's root with poly() from the statement; a candidate that
     # redefines poly to make every answer look right still fails

@@ -59,13 +59,19 @@ def link():
                 self.n += by
                 return self.n
 
+        class Overdrawn(ValueError):
+            pass
+
+        def withdraw(amount):
+            raise Overdrawn(f"cannot take {amount}")
+
         class Liar:
             def __eq__(self, other):
                 return True
 
             __hash__ = object.__hash__
 
-        env = {"Counter": Counter, "Liar": Liar, "LIMIT": 10, "sort_in_place": lambda xs: xs.sort(),
+        env = {"Counter": Counter, "Liar": Liar, "Overdrawn": Overdrawn, "withdraw": withdraw, "LIMIT": 10, "sort_in_place": lambda xs: xs.sort(),
                "fail": lambda: {}["missing"], "leave": lambda: os._exit(3), "gen": lambda n: (i * i for i in range(n))}
         code = 0
         try:
@@ -98,6 +104,18 @@ def test_link_calls_data_and_handles(link):
         names["fail"]()
     with pytest.raises(wire.Unsupported):  # the test's own objects cannot cross
         entry(lambda: 0, 1)
+
+
+def test_link_candidate_classes_in_isinstance_and_raises(link):
+    _, names = link.ask({"op": "start", "names": ["Counter", "Liar", "Overdrawn", "withdraw"]})
+    c = names["Counter"](1)
+    assert isinstance(c, names["Counter"]) and not isinstance(c, names["Liar"]) and not isinstance(3, names["Counter"])
+    overdrawn = names["Overdrawn"]  # a stand-in class: a ValueError named Overdrawn
+    assert isinstance(overdrawn, type) and issubclass(overdrawn, ValueError) and overdrawn.__name__ == "Overdrawn"
+    with pytest.raises(overdrawn, match="cannot take 5"):
+        names["withdraw"](5)
+    with pytest.raises(ValueError):
+        names["withdraw"](6)
 
 
 def test_link_reports_a_candidate_that_exits(link):
