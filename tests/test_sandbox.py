@@ -420,7 +420,8 @@ def test_reading_or_writing_any_fd_cannot_forge_an_assert_pass(verifier):
             "    spray()\n"
             "    os._exit(0)\n")
     v = run(verifier, ADD_ASSERT, code)
-    assert not v.passed and v.status is Status.RUNTIME_ERROR, v
+    # its garbage on the link reads as an oversized frame, or the link ends first: never a pass
+    assert not v.passed and v.status in (Status.RUNTIME_ERROR, Status.OUTPUT_LIMIT), v
 
 
 def test_the_test_never_touches_candidate_objects(verifier):
