@@ -308,7 +308,25 @@ def prepare_assert(job: dict) -> None:
         if len(PREPARED) >= 256:
             PREPARED.pop(next(iter(PREPARED)))
         PREPARED[key] = analyse_assert(job["check"], key[1])
+        preload_test_imports(ast.parse(job["check"]))
     job["check_code"], job["setup_code"], job["remote_names"], job["unsupported"] = PREPARED[key]
+
+
+def preload_test_imports(tree: ast.AST) -> None:
+    """Import here, once, the modules a test imports at its top (pytest takes ~0.15 s), so that every forked
+    tester finds them loaded. Only the test's own imports (trusted code), never the candidate's; a module that
+    fails to import is left for the tester to report."""
+    for node in tree.body:
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+            [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else []
+        for name in names:
+            if name not in sys.modules:
+                try:
+                    __import__(name)
+                except Exception:  # the test's import error is the tester's to report
+                    pass
+                gc.freeze()  # the new modules' objects, like PRELOAD's, are never scanned again
+                flush_std()  # what an import printed goes to the harness's own fds, never into a later run's
 
 
 def analyse_assert(check: str, setup: str) -> tuple:

@@ -269,6 +269,16 @@ def test_hostile_replies_on_the_link_never_pass(verifier, body):
     assert (v.status is Status.OUTPUT_LIMIT) == ("64 << 20" in body or "xff" in body), v
 
 
+def test_a_tests_import_that_prints_never_reaches_a_later_run():
+    # the harness imports a test's modules once (pytest takes ~0.15 s); `this` prints the Zen of Python on import
+    p = Problem(id="imports_this", prompt="", tests={"kind": "assert", "entry_point": "add", "code": (
+        "import this\ndef check(candidate):\n    assert candidate(2, 3) == 5\n")})
+    with Verifier(SandboxConfig(workers=1, timeout_s=2.0)) as v:
+        verdicts = v.verify(PROBLEMS | {p.id: p}, [(p.id, "def add(a, b):\n    return a + b"),
+                                                   (ADD_STDIO.id, "a, b = map(int, input().split())\nprint(a + b)")])
+    assert [x.status for x in verdicts] == [Status.PASSED, Status.PASSED], verdicts
+
+
 def test_patched_builtins_and_check_do_not_pass(verifier):
     code = ("import builtins\nbuiltins.len = lambda x: 0\nbuiltins.AssertionError = type('E', (Exception,), {})\n"
             "def check(c):\n    pass\ndef add(a, b):\n    return len([a])\n")
