@@ -71,6 +71,7 @@ PRELOAD = ("typing", "math", "re", "collections", "itertools", "functools", "hea
            "random", "fractions", "decimal", "hashlib", "copy", "statistics", "dataclasses", "operator")
 _read, _exit = os.read, os._exit
 PREPARED: dict = {}  # (test, statement) -> analyse_assert(...), at most 256, oldest dropped first
+NOT_PRELOADED: set = set()  # test imports that failed or started threads when tried (`imports_cleanly`)
 
 
 # ---------------------------------------------------------------- process hygiene
@@ -314,19 +315,42 @@ def prepare_assert(job: dict) -> None:
 
 def preload_test_imports(tree: ast.AST) -> None:
     """Import here, once, the modules a test imports at its top (pytest takes ~0.15 s), so that every forked
-    tester finds them loaded. Only the test's own imports (trusted code), never the candidate's; a module that
-    fails to import is left for the tester to report."""
+    tester finds them loaded. Only the test's own imports (trusted code), never the candidate's, and only
+    those that import cleanly and leave a process single-threaded (`imports_cleanly`): the harness forks
+    every run, which must never happen with other threads alive."""
     for node in tree.body:
         names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
             [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else []
         for name in names:
-            if name not in sys.modules:
-                try:
-                    __import__(name)
-                except Exception:  # the test's import error is the tester's to report
-                    pass
-                gc.freeze()  # the new modules' objects, like PRELOAD's, are never scanned again
-                flush_std()  # what an import printed goes to the harness's own fds, never into a later run's
+            if name in sys.modules or name in NOT_PRELOADED:
+                continue
+            if not imports_cleanly(name):
+                NOT_PRELOADED.add(name)
+                continue
+            __import__(name)
+            gc.freeze()  # the new modules' objects, like PRELOAD's, are never scanned again
+            flush_std()  # what an import printed goes to the harness's own fds, never into a later run's
+
+
+def imports_cleanly(name: str) -> bool:
+    """Whether importing `name` succeeds and starts no thread, tried in a forked process first."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        ok = False
+        try:
+            __import__(name)
+            ok = len(os.listdir("/proc/self/task")) == 1
+        except BaseException:  # any failure means: do not import it in the harness
+            pass
+        os.write(w, b"1" if ok else b"0")
+        _exit(0)
+    os.close(w)
+    try:
+        return os.read(r, 1) == b"1"
+    finally:
+        os.close(r)
+        os.waitpid(pid, 0)
 
 
 def analyse_assert(check: str, setup: str) -> tuple:

@@ -9,9 +9,12 @@ a fork bomb) would hit only uid-65534 processes, and the limits are small.
 from __future__ import annotations
 
 import os
+import pathlib
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 
@@ -50,6 +53,15 @@ def sentinel():
     proc.kill()
     proc.wait()
     assert alive, "a process outside the sandbox was killed"
+
+
+@pytest.fixture()
+def world_readable_dir():
+    """A folder uid 65534 can read, for --extra-paths (pytest's tmp_path is private to root)."""
+    path = tempfile.mkdtemp(prefix="codescaler-test-", dir="/var/tmp" if os.path.isdir("/var/tmp") else None)
+    os.chmod(path, 0o755)
+    yield pathlib.Path(path)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def run(verifier, problem, code):
@@ -277,6 +289,22 @@ def test_a_tests_import_that_prints_never_reaches_a_later_run():
         verdicts = v.verify(PROBLEMS | {p.id: p}, [(p.id, "def add(a, b):\n    return a + b"),
                                                    (ADD_STDIO.id, "a, b = map(int, input().split())\nprint(a + b)")])
     assert [x.status for x in verdicts] == [Status.PASSED, Status.PASSED], verdicts
+
+
+def test_test_imports_are_preloaded_unless_they_start_threads(world_readable_dir):
+    # The harness imports a test's own imports once, so forked runs find them loaded, but it forks every run
+    # and must stay single-threaded: an import that starts a thread is left to each tester. The candidate
+    # below sees in its own sys.modules what the harness preloaded.
+    (world_readable_dir / "quiet.py").write_text("VALUE = 5\n")
+    (world_readable_dir / "spawner.py").write_text("import threading, time\n"
+                                                   "threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n"
+                                                   "VALUE = 5\n")
+    problems = {m: Problem(id=m, prompt="", tests={"kind": "assert", "entry_point": "seen", "code": (
+        f"import {m}\ndef check(candidate):\n    assert candidate('{m}') == {m == 'quiet'}\n")}) for m in ("quiet", "spawner")}
+    code = "import sys\ndef seen(module):\n    return module in sys.modules\n"
+    with Verifier(SandboxConfig(workers=1, timeout_s=2.0, extra_paths=(str(world_readable_dir),))) as v:
+        verdicts = v.verify(problems, [("spawner", code), ("quiet", code), ("spawner", code)])
+    assert all(x.passed and "isolation" not in x.detail for x in verdicts), verdicts
 
 
 def test_patched_builtins_and_check_do_not_pass(verifier):
