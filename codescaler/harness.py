@@ -172,7 +172,12 @@ def set_limits(job: dict) -> None:
 
 
 def enter_child(job: dict, fds: list[int]) -> None:
-    """In a freshly forked process: `fds` become 0..n-1 and every other fd closes; limits, env, workdir."""
+    """In a freshly forked process: `fds` become 0..n-1 and every other fd closes; limits, env, workdir.
+
+    The last fd is the ready marker: one byte is written to it and it is closed when set-up is done. A
+    process whose marker came never ran any code but ours, so only then is its failure infrastructure;
+    after it, an exit code of ours (EXIT_SETUP...) may be the candidate's own `os._exit(203)`.
+    """
     high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 64) for fd in fds]  # out of the way of the targets first
     for target, fd in enumerate(high):
         os.dup2(fd, target)
@@ -182,6 +187,8 @@ def enter_child(job: dict, fds: list[int]) -> None:
     # the environment (ENVIRONMENT) and sys.stdin/stdout/stderr (on fds 0-2, which now are the run's) were set up
     # once in `main`; the harness itself never reads or writes them, so they hold no buffered data
     sys.argv = ["solution.py"]
+    os.write(len(fds) - 1, b"1")
+    os.close(len(fds) - 1)
 
 
 def find_function(env: dict, name: str):
@@ -209,7 +216,8 @@ def serve_calls(fn, inputs: list, fd: int) -> None:
 
 
 def candidate_main(job: dict, code, fds: list[int]) -> int:
-    """The candidate's process. fds: stdin, stdout, stderr, then (call) results, or (assert) the link's in and out."""
+    """The candidate's process. fds: stdin, stdout, stderr, then (call) results, or (assert) the link's in and
+    out, then the ready marker."""
     enter_child(job, fds)
     kind = job["kind"]
     env = {"__name__": "__main__" if kind == "stdio" else "solution", "__builtins__": builtins}
@@ -235,7 +243,7 @@ def candidate_main(job: dict, code, fds: list[int]) -> int:
 
 def tester_main(job: dict, fds: list[int]) -> int:
     """The tester's process (assert tests); trusted code only. fds: stdin, stdout, stderr,
-    link in, link out, secret, report. Echoes the secret on the report pipe when `check` returned."""
+    link in, link out, secret, report, ready marker. Echoes the secret on the report pipe when `check` returned."""
     enter_child(job, fds)
     link = wire.Link(4, 3, job["output_limit"])
     env = {"__name__": "test", "__builtins__": builtins}
@@ -428,21 +436,36 @@ def run_unit(job: dict, code, stdin_data: str | None) -> dict:
     os.makedirs(job["workdir"], mode=0o700, exist_ok=True)
     start = time.monotonic()
     res_r = secret_w = tester = None
+    ready_r, ready_w = os.pipe()  # the candidate's ready marker (enter_child)
     if job["kind"] == "call":
         res_r, res_w = os.pipe()
-        cand = fork(candidate_main, job, code, fds + [res_w])
-        theirs = fds + [res_w]
+        cand = fork(candidate_main, job, code, fds + [res_w, ready_w])
+        theirs = fds + [res_w, ready_w]
     elif job["kind"] == "assert":
         req_r, req_w = os.pipe()  # tester -> candidate
         rep_r, rep_w = os.pipe()  # candidate -> tester
         secret_r, secret_w = os.pipe()
         res_r, res_w = os.pipe()  # tester -> harness: the report
-        cand = fork(candidate_main, job, code, fds + [req_r, rep_w])
-        tester = fork(tester_main, job, fds + [rep_r, req_w, secret_r, res_w])
-        theirs = fds + [req_r, req_w, rep_r, rep_w, secret_r, res_w]
+        tester_ready_r, tester_ready_w = os.pipe()
+        # the tester is set up before the candidate exists, so that no failure of its set-up can be the candidate's
+        tester = fork(tester_main, job, fds + [rep_r, req_w, secret_r, res_w, tester_ready_w])
+        os.close(tester_ready_w)
+        tester_ready = os.read(tester_ready_r, 1) == b"1"
+        os.close(tester_ready_r)
+        if not tester_ready:
+            os.waitpid(tester[0], 0)
+            for fd in fds + ours + [req_r, req_w, rep_r, rep_w, secret_r, secret_w, res_r, res_w, ready_r, ready_w,
+                                    tester[1]]:
+                os.close(fd)
+            sweep({os.getpid()})
+            wipe_tmp()
+            return {"fate": "exit", "code": EXIT_SETUP, "stderr": "the tester process failed to start", "stdout": "",
+                    "results": [], "seconds": round(time.monotonic() - start, 4)}
+        cand = fork(candidate_main, job, code, fds + [req_r, rep_w, ready_w])
+        theirs = fds + [req_r, req_w, rep_r, rep_w, secret_r, res_w, ready_w]
     else:
-        cand = fork(candidate_main, job, code, fds)
-        theirs = fds
+        cand = fork(candidate_main, job, code, fds + [ready_w])
+        theirs = fds + [ready_w]
     for fd in theirs:
         os.close(fd)
     secret = b""
@@ -458,6 +481,12 @@ def run_unit(job: dict, code, stdin_data: str | None) -> dict:
                 os.close(fd)
         sweep({os.getpid()}, (cand[0],) + ((tester[0],) if tester else ()))
         wipe_tmp()
+        ran = os.read(ready_r, 1) == b"1"  # every writer is gone: data or end of file, at once
+        os.close(ready_r)
+    if tester is None:
+        fate["ran"] = ran
+    elif "candidate" in fate:
+        fate["candidate"]["ran"] = ran
     if tester is not None:
         raw = fate.pop("raw_results", b"")
         fate["passed"] = bool(secret) and raw == secret

@@ -79,9 +79,12 @@ def fate_failure(fate: dict) -> tuple[Status, str] | None:
     if kind in _FATE_STATUS:
         return _FATE_STATUS[kind], kind.replace("_", " ")
     code = fate.get("code", 0)
-    if code == harness.EXIT_SYNTAX:
+    # our exit codes count only from a process that never ran candidate code (`ran`, harness.enter_child):
+    # otherwise `os._exit(203)` would turn wrong code into an infrastructure error, left out of rewards and pass@k
+    ours = not fate.get("ran", False)
+    if code == harness.EXIT_SYNTAX and ours:
         return Status.SYNTAX_ERROR, last_line(fate.get("stderr", ""))
-    if code == harness.EXIT_SETUP:
+    if code == harness.EXIT_SETUP and ours:
         return Status.SANDBOX_ERROR, f"the harness failed to set up the run: {last_line(fate.get('stderr', ''))}".rstrip(": ")
     if code != 0:
         how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"

@@ -307,6 +307,16 @@ def test_test_imports_are_preloaded_unless_they_start_threads(world_readable_dir
     assert all(x.passed and "isolation" not in x.detail for x in verdicts), verdicts
 
 
+@pytest.mark.parametrize("problem", [ADD_STDIO, ADD_CALL, ADD_ASSERT])
+@pytest.mark.parametrize("code", ["import os\nos._exit({code})\n",
+                                  "import os\ndef add(a, b):\n    os._exit({code})\n"])
+def test_faking_the_harness_exit_codes_is_never_an_infrastructure_error(verifier, problem, code):
+    # `sandbox_error` samples are left out of rewards and pass@k, so a candidate must not be able to claim one
+    for exit_code in (harness.EXIT_SETUP, harness.EXIT_SYNTAX):
+        v = run(verifier, problem, code.format(code=exit_code))
+        assert not v.passed and v.status not in (Status.SANDBOX_ERROR, Status.SYNTAX_ERROR), v
+
+
 def test_patched_builtins_and_check_do_not_pass(verifier):
     code = ("import builtins\nbuiltins.len = lambda x: 0\nbuiltins.AssertionError = type('E', (Exception,), {})\n"
             "def check(c):\n    pass\ndef add(a, b):\n    return len([a])\n")
