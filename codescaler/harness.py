@@ -49,8 +49,9 @@ import time
 import traceback
 
 try:
-    from codescaler import wire
-except ImportError:  # inside the sandbox, wire.py is mounted next to this file (the script's directory, sys.path[0])
+    from codescaler import testcode, wire
+except ImportError:  # inside the sandbox these are mounted next to this file (the script's directory, sys.path[0])
+    import testcode
     import wire
 
 CONTROL_FD = 3  # set from argv; the candidate never holds it
@@ -70,7 +71,7 @@ ENVIRONMENT = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "OMP_NUM_THREADS": "1"} 
 PRELOAD = ("typing", "math", "re", "collections", "itertools", "functools", "heapq", "bisect", "string",
            "random", "fractions", "decimal", "hashlib", "copy", "statistics", "dataclasses", "operator")
 _read, _exit = os.read, os._exit
-PREPARED: dict = {}  # (test, statement) -> analyse_assert(...), at most 256, oldest dropped first
+PREPARED: dict = {}  # (test, statement) -> testcode.analyse_assert(...), at most 256, oldest dropped first
 NOT_PRELOADED: set = set()  # test imports that failed or started threads when tried (`imports_cleanly`)
 
 
@@ -316,7 +317,7 @@ def prepare_assert(job: dict) -> None:
     if key not in PREPARED:
         if len(PREPARED) >= 256:
             PREPARED.pop(next(iter(PREPARED)))
-        PREPARED[key] = analyse_assert(job["check"], key[1])
+        PREPARED[key] = testcode.analyse_assert(job["check"], key[1])
         preload_test_imports(ast.parse(job["check"]))
     job["check_code"], job["setup_code"], job["remote_names"], job["unsupported"] = PREPARED[key]
 
@@ -359,68 +360,6 @@ def imports_cleanly(name: str) -> bool:
     finally:
         os.close(r)
         os.waitpid(pid, 0)
-
-
-def analyse_assert(check: str, setup: str) -> tuple:
-    """(test code object, statement code object or None, names the test takes from the candidate's module,
-    why the test cannot run in a tester of its own or "")."""
-    check_code = compile(check, "test.py", "exec", dont_inherit=True)
-    check_tree = ast.parse(check)
-    provided = set()
-    try:
-        tree = ast.parse(setup)
-        setup_code = compile(tree, "statement.py", "exec", dont_inherit=True)
-    except (SyntaxError, ValueError):  # a statement that is not whole code gives no helpers
-        tree, setup_code = ast.Module(body=[], type_ignores=[]), None
-    for node in tree.body:  # helpers the statement implements (HumanEval's poly) stay the statement's own
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not is_stub(node):
-            provided.add(node.name)
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            provided |= {(a.asname or a.name).split(".")[0] for a in node.names}
-        elif isinstance(node, ast.Assign):
-            provided |= {t.id for t in node.targets if isinstance(t, ast.Name)}
-    loaded, bound = set(), set()
-    for node in ast.walk(check_tree):
-        if isinstance(node, ast.Name):
-            (loaded if isinstance(node.ctx, ast.Load) else bound).add(node.id)
-        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            bound.add(node.name)
-        elif isinstance(node, ast.arg):
-            bound.add(node.arg)
-        elif isinstance(node, ast.alias):
-            bound.add((node.asname or node.name).split(".")[0])
-        elif isinstance(node, ast.ExceptHandler) and node.name:
-            bound.add(node.name)
-    names = sorted(loaded - bound - provided - set(vars(builtins)))
-    return check_code, setup_code, names, reaches_into_candidate(check_tree)
-
-
-# What a test uses to change the process it runs in: in a tester of its own that is not the candidate's process.
-PATCHING_NAMES = {"patch", "mock", "Mock", "MagicMock", "mock_open", "monkeypatch", "redirect_stdout",
-                  "redirect_stderr", "capsys", "capfd", "capsysbinary", "capfdbinary"}
-STD_STREAMS = {"stdin", "stdout", "stderr"}
-
-
-def reaches_into_candidate(tree: ast.AST) -> str:
-    """Why a test needs to patch or capture the candidate's own process (mock.patch, redirected sys.stdout),
-    which a separate tester cannot do; "" when it does not."""
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Name) and node.id in PATCHING_NAMES:
-            return f"the test uses {node.id}, which would patch or capture the candidate's process"
-        if isinstance(node, ast.Attribute) and (node.attr in PATCHING_NAMES or (
-                node.attr in STD_STREAMS and isinstance(node.value, ast.Name) and node.value.id == "sys")):
-            return f"the test uses .{node.attr}, which would patch or capture the candidate's process"
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            for alias in node.names:
-                if (getattr(node, "module", None) or alias.name).split(".")[-1] == "mock" or alias.name in PATCHING_NAMES:
-                    return "the test imports mock, which would patch the candidate's process"
-    return ""
-
-
-def is_stub(fn: ast.AST) -> bool:
-    """A function the statement only declares: its body is a docstring, `pass` or `...`."""
-    return all(isinstance(s, ast.Pass) or (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))
-               for s in fn.body)
 
 
 def run_unit(job: dict, code, stdin_data: str | None) -> dict:

@@ -55,6 +55,7 @@ warning and notes itself in every verdict's `detail`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -70,14 +71,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from typing import Callable, Iterable, Iterator
 
-from codescaler import harness, verdicts, wire
+from codescaler import harness, testcode, verdicts, wire
 from codescaler.records import Problem, Status, Verdict
 
 ISOLATIONS = ("auto", "bwrap", "unshare")
 NOBODY = 65534
 SANDBOX_PATH = "/usr/bin:/bin"
-HARNESS_IN_SANDBOX = "/opt/codescaler/harness.py"  # wire.py sits next to it
-HARNESS_FILES = (harness.__file__, wire.__file__)
+HARNESS_IN_SANDBOX = "/opt/codescaler/harness.py"  # the modules it imports sit next to it
+HARNESS_FILES = (harness.__file__, wire.__file__, testcode.__file__)
 
 
 @dataclass
@@ -210,21 +211,23 @@ class _Launch:
         if os.geteuid() == 0:  # never start a sandbox as root: everything below runs as nobody
             kw.update(user=NOBODY, group=NOBODY, extra_groups=[])
         if self.mode == "bwrap":
-            with open(harness.__file__, "rb") as src, open(wire.__file__, "rb") as src_wire:
+            with contextlib.ExitStack() as stack:
+                sources = [stack.enter_context(open(path, "rb")) for path in HARNESS_FILES]
                 argv = ["bwrap", "--unshare-all", "--unshare-user", "--unshare-pid", "--unshare-net", "--die-with-parent",
                         "--new-session", "--uid", str(NOBODY), "--gid", str(NOBODY), "--hostname", "sandbox",
                         "--clearenv", "--setenv", "PATH", SANDBOX_PATH, *_system_binds(self.python)]
                 # extra paths appear under /opt/codescaler/extraN (a host path under /tmp would clash with the
                 # private /tmp that the harness empties after every run)
-                inside = [f"{os.path.dirname(HARNESS_IN_SANDBOX)}/extra{i}" for i in range(len(extra))]
+                home = os.path.dirname(HARNESS_IN_SANDBOX)
+                inside = [f"{home}/extra{i}" for i in range(len(extra))]
                 for host, mount in zip(extra, inside):
                     argv += ["--ro-bind", host, mount]
                 argv += ["--proc", "/proc", "--dev", "/dev", "--size", str(self.config.disk_mb << 20), "--tmpfs", "/tmp",
-                         "--dir", os.path.dirname(HARNESS_IN_SANDBOX), "--ro-bind-data", str(src.fileno()),
-                         HARNESS_IN_SANDBOX, "--ro-bind-data", str(src_wire.fileno()),
-                         os.path.join(os.path.dirname(HARNESS_IN_SANDBOX), "wire.py"),
-                         "--chdir", "/tmp", *py, HARNESS_IN_SANDBOX, str(control_fd), host_ns, *inside]
-                return subprocess.Popen(argv, pass_fds=[control_fd, src.fileno(), src_wire.fileno()], **kw)
+                         "--dir", home]
+                for src in sources:  # harness.py and the stdlib-only modules it imports, read-only
+                    argv += ["--ro-bind-data", str(src.fileno()), os.path.join(home, os.path.basename(src.name))]
+                argv += ["--chdir", "/tmp", *py, HARNESS_IN_SANDBOX, str(control_fd), host_ns, *inside]
+                return subprocess.Popen(argv, pass_fds=[control_fd] + [src.fileno() for src in sources], **kw)
         if self.mode != "unshare":  # there is no unconfined mode: candidates never run outside a PID namespace
             raise SandboxStartError(f"unknown isolation mode {self.mode!r}")
         # root of the new user namespace (uid 65534 outside) mounts a private size-limited /tmp, then runs the harness

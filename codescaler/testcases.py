@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
-from codescaler.harness import reaches_into_candidate
+from codescaler.testcode import reaches_into_candidate
 from codescaler.safe_decode import BlobError, JsonStream, _str_reader
 
 DEFAULT_MAX_TESTS = 15
@@ -317,7 +317,7 @@ def pytest_check(test_code: str, entry_point: str, module: str = "solution") -> 
     if not tests:
         raise TestFormatError("no test functions")
     why = reaches_into_candidate(tree)
-    if why:  # the test runs in a process of its own (codescaler/harness.py): it cannot patch the candidate's
+    if why:  # the test runs in a process of its own (codescaler/testcode.py): it cannot patch the candidate's
         raise TestFormatError(why)
     lines = test_code.split("\n")
     kept = []

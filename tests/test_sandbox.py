@@ -20,7 +20,7 @@ import uuid
 
 import pytest
 
-from codescaler import harness, wire
+from codescaler import harness, testcode, wire
 from codescaler.records import Problem, Status
 from codescaler.sandbox import SandboxConfig, Verifier, verify_batch, verify_one
 from codescaler.verdicts import plain_equal, stdio_matches
@@ -492,8 +492,9 @@ def test_harness_refuses_to_run_unconfined(tmp_path):
     with pytest.raises(RuntimeError):
         harness.sweep({os.getpid()})
     # started directly (no sandbox), the harness exits at once without running anything; it runs from a folder
-    # holding only itself and wire.py, as in the sandbox (else codescaler/select.py would shadow the stdlib's)
-    for module in (harness, wire):
+    # holding only itself and the modules it imports, as in the sandbox (else codescaler/select.py would shadow
+    # the stdlib's)
+    for module in (harness, wire, testcode):
         (tmp_path / os.path.basename(module.__file__)).write_bytes(open(module.__file__, "rb").read())
     a, b = socket.socketpair()
     proc = subprocess.run([sys.executable, "-E", "-s", "-S", str(tmp_path / "harness.py"), str(b.fileno()),
