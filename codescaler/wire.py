@@ -265,7 +265,7 @@ def _apply(req: dict, env: dict, entry, resolve):
     raise ValueError(f"unknown request {op!r}")
 
 
-UNARY = {"len": len, "list": list, "next": next, "bool": bool, "str": str, "repr": repr, "iter": iter}
+UNARY = {"len": len, "list": list, "next": next, "bool": bool, "str": str, "repr": repr}
 
 
 # ---------------------------------------------------------------- the tester's side of the link
