@@ -35,25 +35,17 @@ class NotPlain(TypeError):
     """A value that is not made of plain builtin types."""
 
 
-def encode(value, depth: int = 0):
+def encode(value):
     """A JSON-able form of a plain value; exact types only, so subclasses are refused.
 
     Lists are JSON lists; tuples, dicts and non-finite floats become one-key
     tagged objects, so `decode(encode(v)) == v` with the same types.
     """
-    if depth > MAX_DEPTH:
-        raise NotPlain("value nested too deeply")
+    return tagged(value, _not_plain, wide=False)
+
+
+def _not_plain(value):
     t = type(value)
-    if t is float and not math.isfinite(value):
-        return {"__f": repr(value)}
-    if t in PLAIN_SCALARS:
-        return value
-    if t is list:
-        return [encode(v, depth + 1) for v in value]
-    if t is tuple:
-        return {"__t": [encode(v, depth + 1) for v in value]}
-    if t is dict:
-        return {"__d": [[encode(k, depth + 1), encode(v, depth + 1)] for k, v in value.items()]}
     raise NotPlain(f"returned {t.__module__}.{t.__qualname__}, not a plain builtin type")
 
 
@@ -65,9 +57,9 @@ def decode(obj):
 # ---------------------------------------------------------------- assert tests: data and handles
 
 
-def pack(value, handles: dict, depth: int = 0):
-    """`encode`, widened for assert tests: sets, bytes and complex too, and any other
-    object (a subclass of a builtin included) as a handle {"__h": n} kept in `handles`."""
+def tagged(value, leaf, wide: bool = True, depth: int = 0):
+    """The JSON-able form of plain data, with `leaf(x)` for anything else: exact builtin scalars, lists, and
+    tuples, dicts and non-finite floats as one-key tagged objects; with `wide`, sets, bytes and complex too."""
     t = type(value)
     if t is float and not math.isfinite(value):
         return {"__f": repr(value)}
@@ -76,21 +68,30 @@ def pack(value, handles: dict, depth: int = 0):
     if depth > MAX_DEPTH:
         raise NotPlain("value nested too deeply")
     if t is list:
-        return [pack(v, handles, depth + 1) for v in value]
-    if t in (tuple, set, frozenset):
+        return [tagged(v, leaf, wide, depth + 1) for v in value]
+    if t is tuple or (wide and t in (set, frozenset)):
         tag = {tuple: "__t", set: "__s", frozenset: "__z"}[t]
-        return {tag: [pack(v, handles, depth + 1) for v in value]}
+        return {tag: [tagged(v, leaf, wide, depth + 1) for v in value]}
     if t is dict:
-        return {"__d": [[pack(k, handles, depth + 1), pack(v, handles, depth + 1)] for k, v in value.items()]}
-    if t is bytes:
+        return {"__d": [[tagged(k, leaf, wide, depth + 1), tagged(v, leaf, wide, depth + 1)] for k, v in value.items()]}
+    if wide and t is bytes:
         return {"__b": value.hex()}
-    if t is complex:
+    if wide and t is complex:
         return {"__c": [repr(value.real), repr(value.imag)]}
-    key = id(value)
-    handles[key] = value  # keeps it alive while the tester may still refer to it
-    if isinstance(value, type) and issubclass(value, BaseException):  # the tester makes a stand-in class
-        return {"__x": [key, value.__name__[:100], builtin_base(value)]}
-    return {"__h": key}
+    return leaf(value)
+
+
+def pack(value, handles: dict):
+    """`tagged` for assert tests, in the candidate's process: any other object (a subclass of a builtin
+    included) becomes a handle {"__h": n} kept in `handles`; an exception class, a stand-in {"__x": ...}."""
+
+    def keep(obj):
+        handles[id(obj)] = obj  # keeps it alive while the tester may still refer to it
+        if isinstance(obj, type) and issubclass(obj, BaseException):  # the tester makes a stand-in class
+            return {"__x": [id(obj), obj.__name__[:100], builtin_base(obj)]}
+        return {"__h": id(obj)}
+
+    return tagged(value, keep)
 
 
 def builtin_base(cls: type) -> str:
@@ -144,10 +145,11 @@ def send_frame(fd: int, obj) -> None:
     write_all(fd, struct.pack("!I", len(data)) + data)
 
 
-def read_exact(fd: int, n: int) -> bytes | None:
+def _exact(read, n: int) -> bytes | None:
+    """n bytes from `read(k)`, or None at end of stream."""
     chunks, got = [], 0
     while got < n:
-        chunk = os.read(fd, min(n - got, 1 << 20))
+        chunk = read(min(n - got, 1 << 20))
         if not chunk:
             return None
         chunks.append(chunk)
@@ -157,35 +159,22 @@ def read_exact(fd: int, n: int) -> bytes | None:
 
 def recv_frame(fd: int, limit: int = MAX_FRAME):
     """The next frame's object, or None at end of stream; ValueError when over `limit` or not JSON."""
-    head = read_exact(fd, 4)
-    if head is None:
-        return None
-    (n,) = struct.unpack("!I", head)
-    if n > limit:
-        raise ValueError(f"frame of {n} bytes is over the limit")
-    body = read_exact(fd, n)
-    return None if body is None else json.loads(body)
+    return _recv(lambda k: os.read(fd, k), limit)
 
 
 def recv_frame_sock(sock, limit: int):
     """`recv_frame` for a socket with a timeout (socket.timeout is an OSError)."""
+    return _recv(sock.recv, limit)
 
-    def exact(n: int) -> bytes | None:
-        buf = bytearray()
-        while len(buf) < n:
-            chunk = sock.recv(min(n - len(buf), 1 << 20))
-            if not chunk:
-                return None
-            buf += chunk
-        return bytes(buf)
 
-    head = exact(4)
+def _recv(read, limit: int):
+    head = _exact(read, 4)
     if head is None:
         return None
     (n,) = struct.unpack("!I", head)
     if n > limit:
         raise ValueError(f"frame of {n} bytes is over the limit")
-    body = exact(n)
+    body = _exact(read, n)
     return None if body is None else json.loads(body)
 
 
@@ -339,22 +328,17 @@ class Link:
                 self.remotes[n] = type(name, (base,), {"__module__": "solution", "_candidate_handle": n})
         return self.remotes[n]
 
-    def pack(self, value, depth: int = 0):
-        """A value the test sends: plain data or a handle it got from the candidate, nothing else."""
-        t = type(value)
-        if t is Remote:
-            return {"__h": object.__getattribute__(value, "_n")}
-        if isinstance(value, type) and isinstance(value.__dict__.get("_candidate_handle"), int):
-            return {"__h": value.__dict__["_candidate_handle"]}
-        if t in (list, tuple, set, frozenset, dict) and depth <= MAX_DEPTH:
-            if t is dict:
-                return {"__d": [[self.pack(k, depth + 1), self.pack(v, depth + 1)] for k, v in value.items()]}
-            inner = [self.pack(v, depth + 1) for v in value]
-            return inner if t is list else {{tuple: "__t", set: "__s", frozenset: "__z"}[t]: inner}
-        try:
-            return pack(value, {}, depth) if t in PLAIN_SCALARS + (bytes, complex) else _refuse(value)
-        except NotPlain:
-            return _refuse(value)
+    def pack(self, value):
+        """A value the test sends: plain data, or a handle or stand-in class it got from the candidate."""
+        return tagged(value, _handle_of)
+
+
+def _handle_of(value):
+    if type(value) is Remote:
+        return {"__h": object.__getattribute__(value, "_n")}
+    if isinstance(value, type) and isinstance(value.__dict__.get("_candidate_handle"), int):
+        return {"__h": value.__dict__["_candidate_handle"]}
+    return _refuse(value)
 
 
 def _refuse(value):
