@@ -4,15 +4,18 @@ Model: Qwen3ForSequenceClassification with the CodeScaler-8B and -1.7B shapes an
 (throughput does not depend on the values). Workload: 256 sequences of 256..2048 random tokens
 (seeded), already tokenized, so both ways time the model path only.
 
-Ways, per shape:
-  seed_fp32      the README snippet: default fp32, batches of 16 in arrival order, padded to the longest,
-                 full-sequence logits (timed on a subset: it is slow)
-  seed_bf16      the same in bf16
-  ours_bNNk      RewardScorer.score_ids: bf16, length-sorted batches filled to an NNk-token budget,
-                 score head at each last token only
-  ours_masked32k ours at 32k passing the padding mask (the mask is not needed: causal + right padding)
-  ours_packed    the same with packing (one row per batch, no padding; SDPA block-diagonal mask unless
-                 flash-attn is installed)
+Ways, per shape (the padded ways are length-sorted; all of ours apply the score head at each last token only):
+  seed_fp32           the README snippet: default fp32, batches of 16 in arrival order, padded to the longest,
+                      full-sequence logits (timed on a subset: it is slow)
+  ours_fp32           RewardScorer.score_ids in fp32 on the same subset (fidelity: |diff| vs seed_fp32)
+  ours_packed_fp32    the same packed (per-input SDPA in fp32)
+  seed_bf16           the README snippet in bf16
+  ours_bNNk           bf16, length-sorted batches padded to the longest, filled to an NNk-token budget, no mask
+  ours_packedNNk      bf16, packed into one row per NNk tokens, no pad tokens; flash-attention varlen
+                      (codescaler/packing.py)
+  ours_compiled_*     torch.compile of the backbone (dynamic shapes), packed and padded, after a compiling pass
+First a known-answer check of the varlen attention against per-input SDPA. Eager ways for every shape run
+first, then the compiled ones while --deadline-s allows; the JSON is rewritten after each step.
 Reports tokens/s, sequences/s, MFU (against --peak-tflops) and peak memory, and the score agreement of
 ours against the seed way (fp32 on the subset; bf16 on all). Writes JSON to bench/results/.
 Needs only torch and transformers.  python bench/score_gpu.py [--shapes 8b,1.7b] [--tiny for a CPU smoke run]
@@ -83,74 +86,117 @@ def measure(name, fn, seqs, flops, peak_tflops, rows):
     return scores
 
 
-def run_shape(name, args, seqs, device):
+def build(name, device):
     from transformers import Qwen3Config, Qwen3ForSequenceClassification
 
-    from codescaler.scorer import RewardScorer, ScorerConfig
-
     cfg = Qwen3Config(**SHAPES[name], num_labels=1, pad_token_id=0, max_position_embeddings=4096)
-    torch.manual_seed(0)
-    t0 = time.perf_counter()
+    torch.manual_seed(0)  # the same weights every time a shape is built
     with torch.device(device):
         model = Qwen3ForSequenceClassification(cfg).eval()
-    print(f"[{name}] built in {time.perf_counter() - t0:.1f}s", flush=True)
-    n_emb = cfg.vocab_size * cfg.hidden_size
-    n_dense = sum(p.numel() for p in model.parameters()) - n_emb
+    n_dense = sum(p.numel() for p in model.parameters()) - cfg.vocab_size * cfg.hidden_size
     attn_width = cfg.num_attention_heads * cfg.head_dim
 
     def flops(batch):  # forward: 2 FLOPs per weight per token, plus causal attention (QK^T and AV)
         return sum(2 * n_dense * len(s) + 2 * cfg.num_hidden_layers * len(s) ** 2 * attn_width for s in batch)
 
-    rows: dict = {}
+    return model, n_dense, flops
+
+
+def scorer_fn(model, budget, packing=False, pad_mask=False, compile=False):
+    from codescaler.scorer import RewardScorer, ScorerConfig
+
+    scorer = RewardScorer(ScorerConfig(model="bench", token_budget=budget, max_length=2048, packing=packing,
+                                       pad_mask=pad_mask, compile=compile),
+                          tokenizer=SimpleNamespace(pad_token_id=0), model=model)
+    return scorer.score_ids
+
+
+def check_varlen(device, report):
+    """The packed attention against per-input SDPA on small random tensors (bf16; GQA 4:1)."""
+    from codescaler.packing import varlen_attention
+
+    g = torch.Generator().manual_seed(0)
+    lens = [5, 130, 77, 300]
+    cu = torch.tensor([0] + list(torch.tensor(lens).cumsum(0)), dtype=torch.int32)
+    q, k, v = (torch.randn(1, h, sum(lens), 128, generator=g).to(device, torch.bfloat16) for h in (8, 2, 2))
+    fast = varlen_attention(None, q, k, v, None, scaling=128 ** -0.5, codescaler_cu_seqlens=cu.to(device),
+                            codescaler_max_len=512)[0]
+    slow = varlen_attention(None, q.float(), k.float(), v.float(), None, scaling=128 ** -0.5,
+                            codescaler_cu_seqlens=cu.to(device))[0]
+    report["varlen_check_max_abs_diff_bf16_vs_fp32_loop"] = float((fast.float() - slow).abs().max())
+    print(f"varlen check: max |diff| {report['varlen_check_max_abs_diff_bf16_vs_fp32_loop']:.3e}", flush=True)
+
+
+def eager_phase(name, args, seqs, device, out):
+    """The seed ways and ours without compilation, padded and packed, at several budgets."""
+    t0 = time.perf_counter()
+    model, n_dense, flops = build(name, device)
+    print(f"[{name}] built in {time.perf_counter() - t0:.1f}s", flush=True)
+    rows = out["ways"]
+    out["dense_params"] = n_dense
     subset = seqs[: args.fp32_subset]
-    fake_tok = SimpleNamespace(pad_token_id=0)
-
-    def ours(budget, packing=False, pad_mask=False, compile=False):
-        scorer = RewardScorer(ScorerConfig(model="bench", token_budget=budget, max_length=2048, packing=packing,
-                                           pad_mask=pad_mask, compile=compile),
-                              tokenizer=fake_tok, model=model)
-        return scorer.score_ids
-
-    if args.compile_only:  # the torch.compile experiment alone, beside the default way
-        model.to(torch.bfloat16)
-        base = ours(16384)
-        base(seqs[:4])
-        measure("ours_b16k", base, seqs, flops, args.peak_tflops, rows)
-        compiled = ours(16384, compile=True)
-        t0 = time.perf_counter()
-        warm = compiled(seqs)  # first pass compiles (dynamic shapes)
-        rows["compile_first_pass_s"] = round(time.perf_counter() - t0, 1)
-        again = measure("ours_compiled_b16k", compiled, seqs, flops, args.peak_tflops, rows)
-        return {"shape": name, "ways": rows, "max_abs_diff_compiled_runs": max(abs(a - b) for a, b in zip(warm, again))}
     seed_way(model, subset[:2])  # warm-up
     s32 = measure("seed_fp32", lambda x: seed_way(model, x), subset, flops, args.peak_tflops, rows)
-    o32 = measure("ours_fp32", ours(32768), subset, flops, args.peak_tflops, rows)
+    o32 = measure("ours_fp32", scorer_fn(model, 32768), subset, flops, args.peak_tflops, rows)
+    p32 = measure("ours_packed_fp32", scorer_fn(model, 32768, packing=True), subset, flops, args.peak_tflops, rows)
+    out["max_abs_diff_fp32_vs_seed"] = max(abs(a - b) for a, b in zip(s32, o32))
+    out["max_abs_diff_packed_fp32_vs_seed"] = max(abs(a - b) for a, b in zip(s32, p32))
     model.to(torch.bfloat16)
     seed_way(model, seqs[:2])
     s16 = measure("seed_bf16", lambda x: seed_way(model, x), seqs, flops, args.peak_tflops, rows)
-    results = {}
+    out["score_std_bf16"] = float(torch.tensor(s16).std())
+    padded = packed = None
     for budget in args.budgets:
-        results[budget] = measure(f"ours_b{budget // 1024}k", ours(budget), seqs, flops, args.peak_tflops, rows)
-    measure("ours_masked32k", ours(32768, pad_mask=True), seqs, flops, args.peak_tflops, rows)
-    packed = measure("ours_packed16k", ours(16384, packing=True), seqs, flops, args.peak_tflops, rows)
-    best = max((k for k in rows if k.startswith("ours_b")), key=lambda k: rows[k]["tokens_per_s"])
-    summary = {
-        "shape": name, "dense_params": n_dense, "ways": rows, "best_ours": best,
-        "speedup_best_vs_seed_fp32": round(rows[best]["tokens_per_s"] / rows["seed_fp32"]["tokens_per_s"], 2),
-        "speedup_best_vs_seed_bf16": round(rows[best]["tokens_per_s"] / rows["seed_bf16"]["tokens_per_s"], 2),
-        "max_abs_diff_fp32": max(abs(a - b) for a, b in zip(s32, o32)),
-        "max_abs_diff_bf16_vs_seed_bf16": max(abs(a - b) for a, b in zip(s16, results[args.budgets[0]])),
-        "max_abs_diff_packed_vs_padded_bf16": max(abs(a - b) for a, b in zip(packed, results[args.budgets[0]])),
-        "score_std_bf16": float(torch.tensor(s16).std()),
-    }
-    print(f"[{name}] best {best}: x{summary['speedup_best_vs_seed_fp32']} vs seed fp32, "
-          f"x{summary['speedup_best_vs_seed_bf16']} vs seed bf16; |diff| fp32 {summary['max_abs_diff_fp32']:.2e}, "
-          f"bf16 {summary['max_abs_diff_bf16_vs_seed_bf16']:.2e} (score std {summary['score_std_bf16']:.2f})",
-          flush=True)
+        fn = scorer_fn(model, budget)
+        fn(seqs[:8])
+        scores = measure(f"ours_b{budget // 1024}k", fn, seqs, flops, args.peak_tflops, rows)
+        padded = padded or scores
+    for budget in args.budgets:
+        fn = scorer_fn(model, budget, packing=True)
+        fn(seqs[:8])
+        scores = measure(f"ours_packed{budget // 1024}k", fn, seqs, flops, args.peak_tflops, rows)
+        packed = packed or scores
+    if torch.cuda.is_available():  # where the time goes: the top kernels of one packed pass over 48 inputs
+        from torch.profiler import ProfilerActivity, profile
+
+        fn = scorer_fn(model, args.budgets[0], packing=True)
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            fn(seqs[:48])
+        out["profile_packed_top_kernels"] = prof.key_averages().table(sort_by="cuda_time_total", row_limit=14)
+        print(out["profile_packed_top_kernels"], flush=True)
+    out["max_abs_diff_bf16_vs_seed_bf16"] = max(abs(a - b) for a, b in zip(s16, padded))
+    out["max_abs_diff_packed_vs_padded_bf16"] = max(abs(a - b) for a, b in zip(packed, padded))
+    summarise(out)
     del model
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    return summary
+
+
+def compile_phase(name, args, seqs, device, out, packing):
+    """torch.compile of the backbone (dynamic shapes): a compiling first pass, then a timed one."""
+    model, _, flops = build(name, device)
+    model.to(torch.bfloat16)
+    budget = args.compile_budget
+    way = f"ours_compiled_{'packed' if packing else 'b'}{budget // 1024}k"
+    fn = scorer_fn(model, budget, packing=packing, compile=True)
+    t0 = time.perf_counter()
+    first = fn(seqs)
+    out[f"{way}_first_pass_s"] = round(time.perf_counter() - t0, 1)
+    again = measure(way, fn, seqs, flops, args.peak_tflops, out["ways"])
+    out[f"{way}_max_abs_diff_between_passes"] = max(abs(a - b) for a, b in zip(first, again))
+    summarise(out)
+    del model
+
+
+def summarise(out):
+    rows = out["ways"]
+    ours = [k for k in rows if k.startswith("ours_") and "fp32" not in k]
+    if not ours or "seed_fp32" not in rows:
+        return
+    best = max(ours, key=lambda k: rows[k]["tokens_per_s"])
+    out["best_ours"] = best
+    out["speedup_best_vs_seed_fp32"] = round(rows[best]["tokens_per_s"] / rows["seed_fp32"]["tokens_per_s"], 2)
+    if "seed_bf16" in rows:
+        out["speedup_best_vs_seed_bf16"] = round(rows[best]["tokens_per_s"] / rows["seed_bf16"]["tokens_per_s"], 2)
+    print(f"  best so far {best}: x{out['speedup_best_vs_seed_fp32']} vs seed fp32", flush=True)
 
 
 def main():
@@ -160,9 +206,12 @@ def main():
     ap.add_argument("--min-len", type=int, default=256)
     ap.add_argument("--max-len", type=int, default=2048)
     ap.add_argument("--fp32-subset", type=int, default=16, help="sequences timed in fp32 (slow)")
-    ap.add_argument("--budgets", default="16384,32768,65536,131072", help="token budgets to try for ours")
+    ap.add_argument("--budgets", default="16384,32768,65536", help="token budgets to try for ours")
     ap.add_argument("--peak-tflops", type=float, default=989.0, help="bf16 dense peak (H100 SXM: 989)")
-    ap.add_argument("--compile-only", action="store_true", help="only the torch.compile experiment")
+    ap.add_argument("--compile-budget", type=int, default=32768, help="token budget of the compiled ways")
+    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile ways")
+    ap.add_argument("--deadline-s", type=float, default=420,
+                    help="start no new step after this many seconds (the device lease is short)")
     ap.add_argument("--tiny", action="store_true", help="CPU smoke run on a tiny shape")
     ap.add_argument("--out", default="bench/results/score_gpu.json")
     args = ap.parse_args()
@@ -180,12 +229,38 @@ def main():
     import transformers
 
     report["transformers"] = transformers.__version__
-    for name in shapes:
-        report["shapes"][name] = run_shape(name, args, seqs, device)
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=2)
-    print(f"wrote {args.out}")
+    started = time.perf_counter()
+
+    def save():
+        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+        with open(args.out, "w") as f:
+            json.dump(report, f, indent=2)
+
+    if device == "cuda":
+        check_varlen(device, report)
+    # Eager ways for every shape first, then the compiled ones (slow to build), while the deadline allows;
+    # the JSON is rewritten after each step, so a run cut short keeps what it measured.
+    steps = [(eager_phase, name, {}) for name in shapes]
+    if not args.no_compile:
+        steps += [(compile_phase, name, {"packing": True}) for name in shapes]
+        steps += [(compile_phase, name, {"packing": False}) for name in shapes]
+    for phase, name, kw in steps:
+        elapsed = time.perf_counter() - started
+        if elapsed > args.deadline_s:
+            report.setdefault("skipped", []).append(f"{phase.__name__} {name} {kw} (deadline, {elapsed:.0f}s)")
+            print(f"skip {phase.__name__} {name} {kw}: past the {args.deadline_s}s deadline", flush=True)
+            continue
+        out = report["shapes"].setdefault(name, {"shape": name, "ways": {}})
+        try:
+            phase(name, args, seqs, device, out, **kw)
+        except Exception as e:  # one failed experiment must not cost the others' numbers
+            out.setdefault("errors", []).append(f"{phase.__name__} {kw}: {type(e).__name__}: {e}"[:2000])
+            print(f"[{name}] {phase.__name__} {kw} failed: {type(e).__name__}: {e}", flush=True)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        report["elapsed_s"] = round(time.perf_counter() - started, 1)
+        save()
+    print(f"wrote {args.out} after {report['elapsed_s']}s")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 
 from codescaler.extract import MODES as EXTRACTION_MODES
 from codescaler.extract import extract_code
+from codescaler.packing import packed_inputs, plan_packed, use_varlen_attention
 from codescaler.records import Scored, UserError
 from codescaler.shaping import MODES as SHAPING_MODES
 from codescaler.shaping import shape
@@ -69,8 +70,8 @@ class ScorerConfig:
     compile: bool = field(default=False, metadata={
         "help": "torch.compile the backbone (dynamic shapes, widths rounded up to 64); pays off on long runs"})
     packing: bool = field(default=False, metadata={
-        "help": "pack each batch into one row with no padding (pays off with flash_attention_2's varlen kernels; "
-                "with SDPA the block-diagonal mask costs more than it saves: see bench/)"})
+        "help": "pack each batch into one row with no padding; attention stays inside each input "
+                "(flash-attention varlen on CUDA, per-input SDPA elsewhere: see codescaler/packing.py and bench/)"})
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
@@ -236,6 +237,10 @@ class RewardScorer:
         prefix = getattr(model, "base_model_prefix", "model")
         self._backbone = getattr(model, prefix, None)
         self._head = getattr(model, "score", None)
+        if self.config.packing:
+            if self._backbone is None or self._head is None:
+                raise UserError("packing needs a model with the usual backbone + `score` head split")
+            use_varlen_attention(model)
         if self.config.compile and self._backbone is not None:
             import torch
 
@@ -256,7 +261,8 @@ class RewardScorer:
     def score_ids(self, seqs: Sequence[list[int]], progress: Callable[[int], None] | None = None) -> list[float]:
         """Raw RM logits for already-built inputs, in input order."""
         scores: list[float] = [0.0] * len(seqs)
-        for batch in plan_batches([len(s) for s in seqs], self.token_budget, self.config.max_batch_size):
+        plan = plan_packed if self.config.packing else plan_batches
+        for batch in plan([len(s) for s in seqs], self.token_budget, self.config.max_batch_size):
             for i, s in zip(batch, self._forward([seqs[i] for i in batch])):
                 scores[i] = s
             if progress is not None:
@@ -269,14 +275,14 @@ class RewardScorer:
 
         lengths = torch.tensor([len(s) for s in seqs])
         pin = self.device.type == "cuda"
+        extra: dict = {}
         if self.config.packing:
-            # Padding-free: one row, positions restart at 0 per sequence; transformers turns that into
-            # a block-diagonal mask (SDPA) or varlen kernels (flash_attention_2).
-            input_ids = torch.tensor([t for s in seqs for t in s]).unsqueeze(0)
-            position_ids = torch.cat([torch.arange(n) for n in lengths.tolist()]).unsqueeze(0)
+            # Padding-free: one row, positions restarting per input, attention kept inside each input
+            # (flash-attention varlen on CUDA; see codescaler/packing.py).
+            inputs = packed_inputs(seqs)
+            extra["codescaler_max_len"] = self.config.max_length
             last = lengths.cumsum(0) - 1
             rows = torch.zeros_like(last)
-            inputs = {"input_ids": input_ids, "position_ids": position_ids}
         else:
             width = int(lengths.max())
             if self.config.compile:
@@ -296,10 +302,8 @@ class RewardScorer:
         inputs = {k: (v.pin_memory() if pin else v).to(self.device, non_blocking=pin) for k, v in inputs.items()}
         with torch.inference_mode():
             if self._backbone is not None and self._head is not None:
-                hidden = self._backbone(**inputs, use_cache=False).last_hidden_state
+                hidden = self._backbone(**inputs, **extra, use_cache=False).last_hidden_state
                 logits = self._head(hidden[rows.to(hidden.device), last.to(hidden.device)])
-            elif self.config.packing:
-                raise UserError("packing needs a model with the usual backbone + `score` head split")
             else:  # an architecture without the usual backbone/score split
                 logits = self.model(**inputs).logits
         return logits[:, 0].float().cpu().tolist()

@@ -1,0 +1,113 @@
+"""Padding-free packing: the batch plan, the packed attention, and models switched to it."""
+
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from codescaler.packing import packed_inputs, plan_packed, use_varlen_attention, varlen_attention
+from codescaler.records import UserError
+from codescaler.scorer import RewardScorer, ScorerConfig
+
+
+def test_plan_packed_first_fit_decreasing_known_answer():
+    # longest first: 6 -> new, 5 -> new, 4 -> new, 3 joins 5 (8), 2 joins 6 (8)
+    assert plan_packed([5, 3, 4, 2, 6], token_budget=8, max_batch_size=8) == [[4, 3], [0, 1], [2]]
+    assert plan_packed([1, 1, 1], token_budget=8, max_batch_size=2) == [[0, 1], [2]]
+
+
+def test_plan_packed_covers_every_index_within_the_budget():
+    rng = random.Random(0)
+    lengths = [rng.randint(1, 100) for _ in range(300)]
+    plan = plan_packed(lengths, token_budget=256, max_batch_size=7)
+    assert sorted(i for b in plan for i in b) == list(range(300))
+    assert all(sum(lengths[i] for i in b) <= 256 and len(b) <= 7 for b in plan)
+    uncapped = plan_packed(lengths, token_budget=256, max_batch_size=300)
+    assert len(uncapped) <= -(-sum(lengths) // 256) + 1  # at the lower bound but one: batches are full
+
+
+def test_packed_inputs_restart_positions_and_mark_boundaries():
+    inputs = packed_inputs([[7, 8, 9], [4], [5, 6]])
+    assert inputs["input_ids"].tolist() == [[7, 8, 9, 4, 5, 6]]
+    assert inputs["position_ids"].tolist() == [[0, 1, 2, 0, 0, 1]]
+    assert inputs["codescaler_cu_seqlens"].tolist() == [0, 3, 4, 6]
+    assert inputs["codescaler_cu_seqlens"].dtype == torch.int32
+
+
+def test_varlen_attention_equals_attention_per_input():
+    torch.manual_seed(0)
+    lens = [3, 9, 1, 6]
+    hq, hkv, d = 4, 2, 8
+    q, k, v = (torch.randn(1, h, sum(lens), d) for h in (hq, hkv, hkv))
+    cu = torch.tensor([0, 3, 12, 13, 19], dtype=torch.int32)
+    out, weights = varlen_attention(None, q, k, v, None, scaling=0.3, codescaler_cu_seqlens=cu)
+    assert weights is None and out.shape == (1, sum(lens), hq, d)
+    lo = 0
+    for n in lens:  # each input alone, by the textbook formula, KV heads repeated for the grouped query heads
+        qi, ki, vi = q[0, :, lo:lo + n], k[0, :, lo:lo + n].repeat_interleave(2, 0), v[0, :, lo:lo + n].repeat_interleave(2, 0)
+        scores = (qi @ ki.transpose(1, 2)) * 0.3 + torch.triu(torch.full((n, n), float("-inf")), 1)
+        expected = (scores.softmax(-1) @ vi).transpose(0, 1)
+        assert torch.allclose(out[0, lo:lo + n], expected, atol=1e-5)
+        lo += n
+
+
+def test_varlen_attention_without_boundaries_is_sdpa():
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    torch.manual_seed(1)
+    q, k, v = torch.randn(2, 4, 5, 8), torch.randn(2, 4, 5, 8), torch.randn(2, 4, 5, 8)
+    mask = torch.ones(2, 1, 5, 5, dtype=torch.bool).tril()
+    mask[1, :, :, 3:] = False
+    module = torch.nn.Module()
+    module.is_causal = True
+    got = varlen_attention(module, q, k, v, mask, scaling=0.5)[0]
+    assert torch.equal(got, sdpa_attention_forward(module, q, k, v, mask, scaling=0.5)[0])
+    assert torch.allclose(got[0], F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.5)[0].transpose(0, 1))
+
+
+def tiny_llama():
+    """SmolLM2's architecture (Llama) in miniature: the CPU default RM's code path."""
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, num_labels=1, pad_token_id=0)
+    return LlamaForSequenceClassification(cfg).eval()
+
+
+def test_packed_scores_equal_padded_on_a_llama_model():
+    from types import SimpleNamespace
+
+    rng = random.Random(2)
+    seqs = [[rng.randrange(1, 300) for _ in range(rng.randint(1, 90))] for _ in range(17)]
+    tok = SimpleNamespace(pad_token_id=0)
+    padded = RewardScorer(ScorerConfig(model="t", dtype="float32", device="cpu", max_length=128, token_budget=256),
+                          tokenizer=tok, model=tiny_llama()).score_ids(seqs)
+    packed_scorer = RewardScorer(ScorerConfig(model="t", dtype="float32", device="cpu", max_length=128,
+                                              token_budget=256, packing=True), tokenizer=tok, model=tiny_llama())
+    assert packed_scorer.model.config._attn_implementation == "codescaler_varlen"
+    packed = packed_scorer.score_ids(seqs)
+    assert max(abs(a - b) for a, b in zip(padded, packed)) <= 1e-5
+
+
+def test_a_switched_model_still_honours_padding_masks():
+    model = tiny_llama()
+    ids = torch.tensor([[5, 6, 7, 8], [9, 10, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+    with torch.no_grad():
+        before = model(input_ids=ids, attention_mask=mask).logits
+        use_varlen_attention(model)
+        after = model(input_ids=ids, attention_mask=mask).logits
+    assert torch.allclose(before, after, atol=1e-6)
+
+
+def test_packing_refuses_a_model_without_sdpa():
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    cfg = LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                      num_attention_heads=2, num_labels=1, pad_token_id=0)
+    cfg._attn_implementation = "eager"
+    model = LlamaForSequenceClassification(cfg)
+    with pytest.raises(UserError, match="attn_implementation='sdpa'"):
+        use_varlen_attention(model)
