@@ -167,7 +167,6 @@ def eager_phase(name, args, seqs, device, out):
     out["max_abs_diff_bf16_vs_seed_bf16"] = max(abs(a - b) for a, b in zip(s16, padded))
     out["max_abs_diff_packed_vs_padded_bf16"] = max(abs(a - b) for a, b in zip(packed, padded))
     summarise(out)
-    del model
 
 
 def compile_phase(name, args, seqs, device, out, packing):
@@ -183,7 +182,6 @@ def compile_phase(name, args, seqs, device, out, packing):
     again = measure(way, fn, seqs, flops, args.peak_tflops, out["ways"])
     out[f"{way}_max_abs_diff_between_passes"] = max(abs(a - b) for a, b in zip(first, again))
     summarise(out)
-    del model
 
 
 def summarise(out):
