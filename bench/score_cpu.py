@@ -74,7 +74,7 @@ def main() -> None:
                           model=copy.deepcopy(fp32).to(RewardScorer.pick_dtype("auto", "cpu")))
     scorer_fp32 = RewardScorer(ScorerConfig(model=folder, dtype="float32", token_budget=args.token_budget),
                                tokenizer=tokenizer, model=fp32)
-    packed = RewardScorer(ScorerConfig(model=folder, token_budget=args.token_budget, packing=True), tokenizer=tokenizer,
+    packed = RewardScorer(ScorerConfig(model=folder, token_budget=args.token_budget, packing="on"), tokenizer=tokenizer,
                           model=copy.deepcopy(fp32).to(RewardScorer.pick_dtype("auto", "cpu")))
     n_tokens = sum(len(ids) for ids, _ in scorer.encode([q for q, _ in pairs], [c for _, c in pairs]))
 

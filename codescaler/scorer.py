@@ -7,8 +7,10 @@ prompt is shortened (never the code's end) and `truncated` is set.
 
 `RewardScorer` backs `codescaler score`, the HTTP server, best-of-N, the TRL
 reward callable (`scorer(prompts, completions, **kw)`) and the verl plug-in.
-Speed comes from length-sorted batches filled to a token budget, bf16/SDPA where
-the device supports them, and the score head applied at each last token only.
+Speed comes from batches filled to a token budget (packed into one row without pad
+tokens on CUDA, length-sorted and padded elsewhere), bf16/SDPA where the device
+supports them, the score head applied at each last token only, and, opt-in,
+torch.compile of the backbone.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from typing import Callable, Sequence
 
 from codescaler.extract import MODES as EXTRACTION_MODES
 from codescaler.extract import extract_code
+from codescaler.packing import NAME as PACKED_ATTENTION
 from codescaler.packing import packed_inputs, plan_packed, use_varlen_attention
 from codescaler.records import Scored, UserError
 from codescaler.shaping import MODES as SHAPING_MODES
 from codescaler.shaping import shape
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
+PACKING_MODES = ("auto", "on", "off")
 
 
 def default_model_dir() -> str:
@@ -68,10 +72,12 @@ class ScorerConfig:
     pad_mask: bool = field(default=False, metadata={
         "help": "pass the padding mask to the model (not needed for causal RMs with right padding; slower)"})
     compile: bool = field(default=False, metadata={
-        "help": "torch.compile the backbone (dynamic shapes, widths rounded up to 64); pays off on long runs"})
-    packing: bool = field(default=False, metadata={
-        "help": "pack each batch into one row with no padding; attention stays inside each input "
-                "(flash-attention varlen on CUDA, per-input SDPA elsewhere: see codescaler/packing.py and bench/)"})
+        "help": "torch.compile the backbone (dynamic shapes): 1.34x on 8B and 1.6x on 1.7B, packed, on an H100, "
+                "after a first pass of ~100 s that compiles; pays off from ~10k scored inputs (bench/)"})
+    packing: str = field(default="auto", metadata={
+        "help": "auto, on or off: pack each batch into one row with no pad tokens, attention kept inside each "
+                "input (flash-attention varlen on CUDA, per-input SDPA elsewhere: codescaler/packing.py). "
+                "auto = on for CUDA with an SDPA model, off on CPUs, where it gained nothing (bench/)"})
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
@@ -80,6 +86,8 @@ class ScorerConfig:
             raise ValueError(f"extraction={self.extraction!r}; use one of {EXTRACTION_MODES}")
         if self.shaping not in SHAPING_MODES:
             raise ValueError(f"shaping={self.shaping!r}; use one of {SHAPING_MODES}")
+        if self.packing not in PACKING_MODES:
+            raise ValueError(f"packing={self.packing!r}; use one of {PACKING_MODES}")
         if self.max_length < 32:
             raise ValueError(f"max_length={self.max_length} leaves no room for a chat; use at least 32 (default 4096)")
         if self.token_budget and self.token_budget < self.max_length:
@@ -211,6 +219,15 @@ def load_reward_model(model: str, dtype=None, device=None, attn_implementation: 
 # ---------------------------------------------------------------- scoring
 
 
+def use_packing(mode: str, device_type: str, model, backbone, head) -> bool:
+    """Resolve ScorerConfig.packing: "auto" packs on CUDA when the model allows it (SDPA, backbone + head)."""
+    fits = backbone is not None and head is not None
+    if mode == "on" and not fits:
+        raise UserError("packing needs a model with the usual backbone + `score` head split; use --packing off")
+    sdpa = getattr(getattr(model, "config", None), "_attn_implementation", None) in ("sdpa", PACKED_ATTENTION)
+    return mode == "on" or (mode == "auto" and device_type == "cuda" and fits and sdpa)
+
+
 class RewardScorer:
     """Loads an RM once and scores batches of (prompt, response) pairs.
 
@@ -237,9 +254,8 @@ class RewardScorer:
         prefix = getattr(model, "base_model_prefix", "model")
         self._backbone = getattr(model, prefix, None)
         self._head = getattr(model, "score", None)
-        if self.config.packing:
-            if self._backbone is None or self._head is None:
-                raise UserError("packing needs a model with the usual backbone + `score` head split")
+        self.packing = use_packing(self.config.packing, self.device.type, model, self._backbone, self._head)
+        if self.packing:
             use_varlen_attention(model)
         if self.config.compile and self._backbone is not None:
             import torch
@@ -261,7 +277,7 @@ class RewardScorer:
     def score_ids(self, seqs: Sequence[list[int]], progress: Callable[[int], None] | None = None) -> list[float]:
         """Raw RM logits for already-built inputs, in input order."""
         scores: list[float] = [0.0] * len(seqs)
-        plan = plan_packed if self.config.packing else plan_batches
+        plan = plan_packed if self.packing else plan_batches
         for batch in plan([len(s) for s in seqs], self.token_budget, self.config.max_batch_size):
             for i, s in zip(batch, self._forward([seqs[i] for i in batch])):
                 scores[i] = s
@@ -276,7 +292,7 @@ class RewardScorer:
         lengths = torch.tensor([len(s) for s in seqs])
         pin = self.device.type == "cuda"
         extra: dict = {}
-        if self.config.packing:
+        if self.packing:
             # Padding-free: one row, positions restarting per input, attention kept inside each input
             # (flash-attention varlen on CUDA; see codescaler/packing.py).
             inputs = packed_inputs(seqs)
@@ -345,7 +361,7 @@ def add_scorer_args(p) -> None:
     from codescaler.cli import add_config_args
 
     add_config_args(p, ScorerConfig, choices={"extraction": EXTRACTION_MODES, "shaping": SHAPING_MODES,
-                                              "dtype": DTYPES})
+                                              "dtype": DTYPES, "packing": PACKING_MODES})
 
 
 def scorer_config_from_args(args) -> ScorerConfig:

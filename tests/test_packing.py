@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from codescaler.packing import packed_inputs, plan_packed, use_varlen_attention, varlen_attention
 from codescaler.records import UserError
-from codescaler.scorer import RewardScorer, ScorerConfig
+from codescaler.scorer import RewardScorer, ScorerConfig, use_packing
 
 
 def test_plan_packed_first_fit_decreasing_known_answer():
@@ -85,7 +85,7 @@ def test_packed_scores_equal_padded_on_a_llama_model():
     padded = RewardScorer(ScorerConfig(model="t", dtype="float32", device="cpu", max_length=128, token_budget=256),
                           tokenizer=tok, model=tiny_llama()).score_ids(seqs)
     packed_scorer = RewardScorer(ScorerConfig(model="t", dtype="float32", device="cpu", max_length=128,
-                                              token_budget=256, packing=True), tokenizer=tok, model=tiny_llama())
+                                              token_budget=256, packing="on"), tokenizer=tok, model=tiny_llama())
     assert packed_scorer.model.config._attn_implementation == "codescaler_varlen"
     packed = packed_scorer.score_ids(seqs)
     assert max(abs(a - b) for a, b in zip(padded, packed)) <= 1e-5
@@ -111,3 +111,19 @@ def test_packing_refuses_a_model_without_sdpa():
     model = LlamaForSequenceClassification(cfg)
     with pytest.raises(UserError, match="attn_implementation='sdpa'"):
         use_varlen_attention(model)
+
+
+def test_packing_auto_means_cuda_with_sdpa():
+    sdpa, eager = tiny_llama(), tiny_llama()
+    eager.config._attn_implementation = "eager"
+    parts = (object(), object())
+    assert use_packing("auto", "cuda", sdpa, *parts) is True
+    assert use_packing("auto", "cpu", sdpa, *parts) is False
+    assert use_packing("auto", "cuda", eager, *parts) is False
+    assert use_packing("auto", "cuda", sdpa, None, None) is False  # no backbone/head split: padded batches
+    assert use_packing("on", "cpu", sdpa, *parts) is True
+    assert use_packing("off", "cuda", sdpa, *parts) is False
+    with pytest.raises(UserError, match="--packing off"):
+        use_packing("on", "cpu", sdpa, None, None)
+    with pytest.raises(ValueError, match="use one of"):
+        ScorerConfig(packing="yes")
