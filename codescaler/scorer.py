@@ -64,7 +64,7 @@ class ScorerConfig:
     max_length: int = field(default=4096, metadata={
         "help": "tokens per RM input; longer inputs lose prompt text (never the code's end) and are flagged truncated"})
     token_budget: int = field(default=0, metadata={
-        "help": "padded tokens per forward batch; 0 = auto (32768 on CUDA, 4096 on CPU: see bench/)"})
+        "help": "tokens per forward batch (packed, or padded to the longest); 0 = auto (32768 on CUDA, 4096 on CPU: see bench/)"})
     max_batch_size: int = field(default=256, metadata={"help": "cap on sequences per forward batch"})
     extraction: str = field(default="syntax", metadata={"help": "syntax (SPEC rule) or reference (paper's regex)"})
     shaping: str = field(default="softplus", metadata={"help": "softplus (validity-preserving) or none (raw score)"})
@@ -296,7 +296,8 @@ class RewardScorer:
             # Padding-free: one row, positions restarting per input, attention kept inside each input
             # (flash-attention varlen on CUDA; see codescaler/packing.py).
             inputs = packed_inputs(seqs)
-            extra["codescaler_max_len"] = self.config.max_length
+            # The longest input bounds the kernel's grid; compiled graphs get a fixed bound (no recompiles).
+            extra["codescaler_max_len"] = self.config.max_length if self.config.compile else int(lengths.max())
             last = lengths.cumsum(0) - 1
             rows = torch.zeros_like(last)
         else:
