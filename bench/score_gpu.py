@@ -157,32 +157,42 @@ def eager_phase(name, args, seqs, device, out):
         fn(seqs[:8])
         scores = measure(f"ours_packed{budget // 1024}k", fn, seqs, flops, args.peak_tflops, rows)
         packed = packed or scores
-    if torch.cuda.is_available():  # where the time goes: the top kernels of one packed pass over 48 inputs
-        from torch.profiler import ProfilerActivity, profile
-
-        fn = scorer_fn(model, args.budgets[0], packing=True)
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            fn(seqs[:48])
-        out["profile_packed_top_kernels"] = prof.key_averages().table(sort_by="cuda_time_total", row_limit=14)
-        print(out["profile_packed_top_kernels"], flush=True)
+    profile_into(out, "profile_packed_top_kernels", scorer_fn(model, args.budgets[0], packing=True), seqs)
     out["max_abs_diff_bf16_vs_seed_bf16"] = max(abs(a - b) for a, b in zip(s16, padded))
     out["max_abs_diff_packed_vs_padded_bf16"] = max(abs(a - b) for a, b in zip(packed, padded))
     summarise(out)
 
 
-def compile_phase(name, args, seqs, device, out, packing):
-    """torch.compile of the backbone (dynamic shapes): a compiling first pass, then a timed one."""
+def compile_phase(name, args, seqs, device, out, packing, tuned=False):
+    """torch.compile of the backbone (dynamic shapes): a compiling first pass, then a timed one.
+    tuned: with inductor's coordinate-descent tuning of its own (pointwise, norm) kernels."""
+    import torch._inductor.config as inductor_config
+
+    inductor_config.coordinate_descent_tuning = tuned
     model, _, flops = build(name, device)
     model.to(torch.bfloat16)
     budget = args.compile_budget
-    way = f"ours_compiled_{'packed' if packing else 'b'}{budget // 1024}k"
+    way = f"ours_compiled_{'tuned_' if tuned else ''}{'packed' if packing else 'b'}{budget // 1024}k"
     fn = scorer_fn(model, budget, packing=packing, compile=True)
     t0 = time.perf_counter()
     first = fn(seqs)
     out[f"{way}_first_pass_s"] = round(time.perf_counter() - t0, 1)
     again = measure(way, fn, seqs, flops, args.peak_tflops, out["ways"])
     out[f"{way}_max_abs_diff_between_passes"] = max(abs(a - b) for a, b in zip(first, again))
+    profile_into(out, f"profile_{way}_top_kernels", fn, seqs)
     summarise(out)
+
+
+def profile_into(out, key, fn, seqs):
+    """Where the GPU time goes: the top kernels of one pass over the first 48 inputs."""
+    if not torch.cuda.is_available():
+        return
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn(seqs[:48])
+    out[key] = prof.key_averages().table(sort_by="cuda_time_total", row_limit=16, max_name_column_width=90)
+    print(out[key], flush=True)
 
 
 def summarise(out):
@@ -209,6 +219,9 @@ def main():
     ap.add_argument("--peak-tflops", type=float, default=989.0, help="bf16 dense peak (H100 SXM: 989)")
     ap.add_argument("--compile-budget", type=int, default=32768, help="token budget of the compiled ways")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile ways")
+    ap.add_argument("--compile-only", action="store_true", help="only the torch.compile ways (and their profiles)")
+    ap.add_argument("--compile-ways", default="packed,padded",
+                    help="compiled ways, in order: packed, padded, tuned (packed + inductor coordinate-descent tuning)")
     ap.add_argument("--deadline-s", type=float, default=420,
                     help="start no new step after this many seconds (the device lease is short)")
     ap.add_argument("--tiny", action="store_true", help="CPU smoke run on a tiny shape")
@@ -239,10 +252,11 @@ def main():
         check_varlen(device, report)
     # Eager ways for every shape first, then the compiled ones (slow to build), while the deadline allows;
     # the JSON is rewritten after each step, so a run cut short keeps what it measured.
-    steps = [(eager_phase, name, {}) for name in shapes]
+    steps = [(eager_phase, name, {}) for name in shapes if not args.compile_only]
     if not args.no_compile:
-        steps += [(compile_phase, name, {"packing": True}) for name in shapes]
-        steps += [(compile_phase, name, {"packing": False}) for name in shapes]
+        kinds = {"packed": {"packing": True}, "padded": {"packing": False}, "tuned": {"packing": True, "tuned": True}}
+        for kind in args.compile_ways.split(","):
+            steps += [(compile_phase, name, kinds[kind]) for name in shapes]
     for phase, name, kw in steps:
         elapsed = time.perf_counter() - started
         if elapsed > args.deadline_s:
