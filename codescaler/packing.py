@@ -92,9 +92,11 @@ def varlen_mask(*args, **kwargs):
 
 def use_varlen_attention(model) -> None:
     """Switch `model` (loaded with "sdpa") to the packed-aware attention; ordinary calls are unchanged."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface
-
+    try:
+        from transformers import AttentionInterface
+        from transformers.masking_utils import AttentionMaskInterface
+    except ImportError as e:
+        raise UserError(f"packing needs transformers' AttentionInterface ({e}); turn packing off") from None
     AttentionInterface.register(NAME, varlen_attention)
     AttentionMaskInterface.register(NAME, varlen_mask)
     current = getattr(model.config, "_attn_implementation", None)

@@ -256,7 +256,13 @@ class RewardScorer:
         self._head = getattr(model, "score", None)
         self.packing = use_packing(self.config.packing, self.device.type, model, self._backbone, self._head)
         if self.packing:
-            use_varlen_attention(model)
+            try:
+                use_varlen_attention(model)
+            except UserError as e:
+                if self.config.packing == "on":
+                    raise
+                print(f"warning: scoring with padded batches: {e}", file=sys.stderr)
+                self.packing = False
         if self.config.compile and self._backbone is not None:
             import torch
 
