@@ -127,3 +127,21 @@ def test_packing_auto_means_cuda_with_sdpa():
         use_packing("on", "cpu", sdpa, None, None)
     with pytest.raises(ValueError, match="use one of"):
         ScorerConfig(packing="yes")
+
+
+def test_auto_packing_falls_back_to_padded_batches(monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    import codescaler.scorer as scorer_mod
+
+    def refuse(model):
+        raise UserError("this transformers has no AttentionInterface")
+
+    monkeypatch.setattr(scorer_mod, "use_packing", lambda *a: True)  # as if on CUDA
+    monkeypatch.setattr(scorer_mod, "use_varlen_attention", refuse)
+    cfg = dict(model="t", dtype="float32", device="cpu", max_length=128, token_budget=256)
+    scorer = RewardScorer(ScorerConfig(**cfg), tokenizer=SimpleNamespace(pad_token_id=0), model=tiny_llama())
+    assert scorer.packing is False and "padded batches" in capsys.readouterr().err
+    assert len(scorer.score_ids([[5, 6, 7], [8]])) == 2
+    with pytest.raises(UserError, match="AttentionInterface"):
+        RewardScorer(ScorerConfig(**cfg, packing="on"), tokenizer=SimpleNamespace(pad_token_id=0), model=tiny_llama())
