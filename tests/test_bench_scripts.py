@@ -1,0 +1,23 @@
+"""The GPU benchmark script, run on the CPU with a tiny shape so it cannot rot between device runs."""
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_score_gpu_tiny_runs_every_eager_way_and_agrees_with_the_seed_way(tmp_path):
+    out = tmp_path / "score_gpu.json"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "score_gpu.py"), "--tiny", "--no-compile",
+                           "--out", str(out)], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    tiny = json.loads(out.read_text())["shapes"]["tiny"]
+    assert not tiny.get("errors")
+    ways = tiny["ways"]
+    for way in ("seed_fp32", "ours_fp32", "ours_packed_fp32", "seed_bf16", "ours_b16k", "ours_packed32k"):
+        assert ways[way]["tokens_per_s"] > 0 and ways[way]["seqs"] > 0
+    assert tiny["max_abs_diff_fp32_vs_seed"] <= 1e-4
+    assert tiny["max_abs_diff_packed_fp32_vs_seed"] <= 1e-4
+    assert tiny["best_ours"].startswith("ours_")
