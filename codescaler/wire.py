@@ -22,6 +22,7 @@ import json
 import math
 import os
 import struct
+import sys
 
 MAX_FRAME = 1 << 30
 PLAIN_SCALARS = (type(None), bool, int, float, str)
@@ -222,6 +223,7 @@ def serve(fd_in: int, fd_out: int, env: dict, entry) -> None:
             reply = {"exc": [type(e).__name__, str(e)[:300]]}
             if type(e).__module__ != "builtins":  # raised as the same stand-in class the test may hold
                 reply["cls"] = pack(type(e), handles)
+                reply["std"] = [str(type(e).__module__)[:100], str(type(e).__qualname__)[:100]]
         send_frame(fd_out, reply)
 
 
@@ -299,6 +301,9 @@ class Link:
             raise CandidateExited(f"the candidate raised {reply['exit']} during the test")
         if "exc" in reply:
             name, msg = reply["exc"]
+            real = stdlib_exception(*reply["std"]) if "std" in reply else None
+            if real is not None:
+                raise instance_of(real, msg)
             if "cls" in reply:
                 stand_in = self.unpack(reply["cls"])
                 if isinstance(stand_in, type) and issubclass(stand_in, BaseException):
@@ -331,6 +336,28 @@ class Link:
     def pack(self, value):
         """A value the test sends: plain data, or a handle or stand-in class it got from the candidate."""
         return tagged(value, _handle_of)
+
+
+def stdlib_exception(module, name) -> type | None:
+    """The real class of a standard-library exception the candidate raised (json.JSONDecodeError, say), so that
+    `pytest.raises` and `except` in the test match it; only from a module the tester has imported itself
+    (a name from the candidate never makes the tester import anything) and never through a module __getattr__."""
+    if not (isinstance(module, str) and isinstance(name, str) and name.isidentifier()):
+        return None
+    if module.partition(".")[0] not in sys.stdlib_module_names or module not in sys.modules:
+        return None
+    cls = vars(sys.modules[module]).get(name)
+    return cls if isinstance(cls, type) and issubclass(cls, Exception) else None
+
+
+def instance_of(cls: type, msg: str) -> BaseException:
+    """cls(msg), or for classes whose constructor wants more (JSONDecodeError(msg, doc, pos)) one with args (msg,)."""
+    try:
+        return cls(msg)
+    except Exception:  # any constructor error: build the instance without calling __init__
+        exc = cls.__new__(cls)
+        exc.args = (msg,)
+        return exc
 
 
 def _handle_of(value):

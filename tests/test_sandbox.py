@@ -240,6 +240,26 @@ def test_candidate_exception_classes_and_isinstance_work_in_tests(verifier):
     assert run(verifier, p, honest.replace("raise Overdrawn(", "raise ValueError(")).status is Status.RUNTIME_ERROR
 
 
+def test_stdlib_exceptions_reach_tests_as_their_own_classes(verifier):
+    # `except json.JSONDecodeError` (or `pytest.raises` of it) needs the real class, not
+    # stand-ins with a builtin base; a class claiming a module the tester has not imported stays a stand-in
+    p = Problem(id="parse", prompt="", tests={"kind": "assert", "entry_point": "parse", "code": (
+        "import json\n"
+        "def check(candidate):\n"
+        "    assert candidate('[1]') == [1]\n"
+        "    try:\n"
+        "        candidate('[')\n"
+        "    except json.JSONDecodeError as e:\n"
+        "        assert type(e) is json.JSONDecodeError and 'Expecting' in str(e)\n"
+        "    else:\n"
+        "        assert False\n")})
+    assert run(verifier, p, "import json\ndef parse(s):\n    return json.loads(s)\n").passed
+    forged = ("class JSONDecodeError(ValueError):\n    pass\nJSONDecodeError.__module__ = 'antigravity'\n"
+              "import json\ndef parse(s):\n    if s == '[1]':\n        return [1]\n    raise JSONDecodeError('Expecting')\n")
+    assert run(verifier, p, forged).status is Status.RUNTIME_ERROR
+    assert run(verifier, p, "def parse(s):\n    raise ValueError('Expecting')\n").status is Status.RUNTIME_ERROR
+
+
 def test_statement_helpers_stay_the_statements_own(verifier):
     # HumanEval/32 style: the test checks the candidate's root with poly() from the statement; a candidate that
     # redefines poly to make every answer look right still fails

@@ -123,3 +123,21 @@ def test_link_reports_a_candidate_that_exits(link):
     with pytest.raises(wire.CandidateExited):
         names["leave"]()
     assert not issubclass(wire.CandidateExited, Exception)  # `except Exception` in a test cannot swallow it
+
+
+def test_stdlib_exception_resolves_only_real_exceptions_of_imported_stdlib_modules():
+    import json  # noqa: F401  (imported here, as a test that names json.JSONDecodeError would)
+    import sys
+
+    from codescaler.wire import instance_of, stdlib_exception
+
+    assert stdlib_exception("json.decoder", "JSONDecodeError") is json.JSONDecodeError
+    assert stdlib_exception("builtins", "SystemExit") is None  # not an Exception: never raised into a test
+    assert stdlib_exception("json.decoder", "JSONDecoder") is None  # not an exception class
+    assert stdlib_exception("json.decoder", "x.y") is None and stdlib_exception(3, "E") is None
+    assert stdlib_exception("codescaler.wire", "CandidateError") is None  # not the standard library
+    assert "antigravity" not in sys.modules
+    assert stdlib_exception("antigravity", "E") is None and "antigravity" not in sys.modules  # never imported
+    e = instance_of(json.JSONDecodeError, "Expecting value")
+    assert type(e) is json.JSONDecodeError and str(e) == "Expecting value"
+    assert str(instance_of(KeyError, "k")) == "'k'"
