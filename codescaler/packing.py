@@ -64,6 +64,8 @@ def varlen_attention(module, query, key, value, attention_mask, dropout: float =
 
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
+    if kwargs.get("sliding_window") is not None:
+        raise ValueError("packed attention has no sliding window; score this model with packing off")
     if query.shape[0] != 1:
         raise ValueError(f"a packed forward takes one row; got a batch of {query.shape[0]}")
     q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # [T, H, D]
@@ -79,6 +81,14 @@ def varlen_attention(module, query, key, value, attention_mask, dropout: float =
             q[lo:hi].transpose(0, 1), k[lo:hi].transpose(0, 1), v[lo:hi].transpose(0, 1),
             is_causal=True, scale=scaling, enable_gqa=q.shape[1] != k.shape[1]).transpose(0, 1)
     return out.unsqueeze(0), None
+
+
+def full_attention_only(config) -> bool:
+    """True when every layer attends to the whole prefix (no sliding window), as packing assumes."""
+    types = getattr(config, "layer_types", None)
+    if types is not None:
+        return all(t == "full_attention" for t in types)
+    return getattr(config, "sliding_window", None) is None
 
 
 def varlen_mask(*args, **kwargs):
@@ -99,6 +109,9 @@ def use_varlen_attention(model) -> None:
         raise UserError(f"packing needs transformers' AttentionInterface ({e}); turn packing off") from None
     AttentionInterface.register(NAME, varlen_attention)
     AttentionMaskInterface.register(NAME, varlen_mask)
+    if not full_attention_only(model.config):
+        raise UserError("packing assumes full attention in every layer, and this model has a sliding window; "
+                        "turn packing off")
     current = getattr(model.config, "_attn_implementation", None)
     if current not in ("sdpa", NAME):
         raise UserError(f"packing replaces SDPA attention, but this model uses {current!r}; "

@@ -8,8 +8,8 @@ prompt is shortened (never the code's end) and `truncated` is set.
 `RewardScorer` backs `codescaler score`, the HTTP server, best-of-N, the TRL
 reward callable (`scorer(prompts, completions, **kw)`) and the verl plug-in.
 Speed comes from batches filled to a token budget (packed into one row without pad
-tokens on CUDA, length-sorted and padded elsewhere), bf16/SDPA where the device
-supports them, the score head applied at each last token only, and, opt-in,
+tokens where the model allows it, else length-sorted and padded), bf16/SDPA where the
+device supports them, the score head applied at each last token only, and, opt-in,
 torch.compile of the backbone.
 """
 
@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 from codescaler.extract import MODES as EXTRACTION_MODES
 from codescaler.extract import extract_code
 from codescaler.packing import NAME as PACKED_ATTENTION
-from codescaler.packing import packed_inputs, plan_packed, use_varlen_attention
+from codescaler.packing import full_attention_only, packed_inputs, plan_packed, use_varlen_attention
 from codescaler.records import Scored, UserError
 from codescaler.shaping import MODES as SHAPING_MODES
 from codescaler.shaping import shape
@@ -64,7 +64,8 @@ class ScorerConfig:
     max_length: int = field(default=4096, metadata={
         "help": "tokens per RM input; longer inputs lose prompt text (never the code's end) and are flagged truncated"})
     token_budget: int = field(default=0, metadata={
-        "help": "tokens per forward batch (packed, or padded to the longest); 0 = auto (32768 on CUDA, 4096 on CPU: see bench/)"})
+        "help": "tokens per forward batch (packed, or padded to the longest); "
+                "0 = auto (32768 on CUDA, 4096 on CPU: see bench/)"})
     max_batch_size: int = field(default=256, metadata={"help": "cap on sequences per forward batch"})
     extraction: str = field(default="syntax", metadata={"help": "syntax (SPEC rule) or reference (paper's regex)"})
     shaping: str = field(default="softplus", metadata={"help": "softplus (validity-preserving) or none (raw score)"})
@@ -77,7 +78,7 @@ class ScorerConfig:
     packing: str = field(default="auto", metadata={
         "help": "auto, on or off: pack each batch into one row with no pad tokens, attention kept inside each "
                 "input (flash-attention varlen on CUDA, per-input SDPA elsewhere: codescaler/packing.py). "
-                "auto = on for CUDA with an SDPA model, off on CPUs, where it gained nothing (bench/)"})
+                "auto = on where the model allows it: SDPA attention, no sliding window (bench/)"})
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
@@ -219,13 +220,14 @@ def load_reward_model(model: str, dtype=None, device=None, attn_implementation: 
 # ---------------------------------------------------------------- scoring
 
 
-def use_packing(mode: str, device_type: str, model, backbone, head) -> bool:
-    """Resolve ScorerConfig.packing: "auto" packs on CUDA when the model allows it (SDPA, backbone + head)."""
+def use_packing(mode: str, model, backbone, head) -> bool:
+    """Resolve ScorerConfig.packing: "auto" packs when the model allows it (SDPA, full attention, backbone + head)."""
     fits = backbone is not None and head is not None
     if mode == "on" and not fits:
         raise UserError("packing needs a model with the usual backbone + `score` head split; use --packing off")
-    sdpa = getattr(getattr(model, "config", None), "_attn_implementation", None) in ("sdpa", PACKED_ATTENTION)
-    return mode == "on" or (mode == "auto" and device_type == "cuda" and fits and sdpa)
+    config = getattr(model, "config", None)
+    sdpa = getattr(config, "_attn_implementation", None) in ("sdpa", PACKED_ATTENTION)
+    return mode == "on" or (mode == "auto" and fits and sdpa and full_attention_only(config))
 
 
 class RewardScorer:
@@ -254,7 +256,7 @@ class RewardScorer:
         prefix = getattr(model, "base_model_prefix", "model")
         self._backbone = getattr(model, prefix, None)
         self._head = getattr(model, "score", None)
-        self.packing = use_packing(self.config.packing, self.device.type, model, self._backbone, self._head)
+        self.packing = use_packing(self.config.packing, model, self._backbone, self._head)
         if self.packing:
             try:
                 use_varlen_attention(model)

@@ -113,20 +113,30 @@ def test_packing_refuses_a_model_without_sdpa():
         use_varlen_attention(model)
 
 
-def test_packing_auto_means_cuda_with_sdpa():
-    sdpa, eager = tiny_llama(), tiny_llama()
+def test_packing_auto_means_an_sdpa_model_with_full_attention():
+    sdpa, eager, windowed = tiny_llama(), tiny_llama(), tiny_llama()
     eager.config._attn_implementation = "eager"
+    windowed.config.sliding_window = 64  # Mistral-style: packing would let inputs see past their window
     parts = (object(), object())
-    assert use_packing("auto", "cuda", sdpa, *parts) is True
-    assert use_packing("auto", "cpu", sdpa, *parts) is False
-    assert use_packing("auto", "cuda", eager, *parts) is False
-    assert use_packing("auto", "cuda", sdpa, None, None) is False  # no backbone/head split: padded batches
-    assert use_packing("on", "cpu", sdpa, *parts) is True
-    assert use_packing("off", "cuda", sdpa, *parts) is False
+    assert use_packing("auto", sdpa, *parts) is True
+    assert use_packing("auto", eager, *parts) is False
+    assert use_packing("auto", windowed, *parts) is False
+    assert use_packing("auto", sdpa, None, None) is False  # no backbone/head split: padded batches
+    assert use_packing("on", sdpa, *parts) is True
+    assert use_packing("off", sdpa, *parts) is False
     with pytest.raises(UserError, match="--packing off"):
-        use_packing("on", "cpu", sdpa, None, None)
+        use_packing("on", sdpa, None, None)
+    with pytest.raises(UserError, match="sliding window"):
+        use_varlen_attention(windowed)
     with pytest.raises(ValueError, match="use one of"):
         ScorerConfig(packing="yes")
+
+
+def test_packed_attention_refuses_a_sliding_window():
+    q = torch.zeros(1, 2, 4, 8)
+    with pytest.raises(ValueError, match="sliding window"):
+        varlen_attention(None, q, q, q, None, codescaler_cu_seqlens=torch.tensor([0, 4], dtype=torch.int32),
+                         sliding_window=2)
 
 
 def test_auto_packing_falls_back_to_padded_batches(monkeypatch, capsys):
@@ -137,7 +147,7 @@ def test_auto_packing_falls_back_to_padded_batches(monkeypatch, capsys):
     def refuse(model):
         raise UserError("this transformers has no AttentionInterface")
 
-    monkeypatch.setattr(scorer_mod, "use_packing", lambda *a: True)  # as if on CUDA
+    monkeypatch.setattr(scorer_mod, "use_packing", lambda *a: True)
     monkeypatch.setattr(scorer_mod, "use_varlen_attention", refuse)
     cfg = dict(model="t", dtype="float32", device="cpu", max_length=128, token_budget=256)
     scorer = RewardScorer(ScorerConfig(**cfg), tokenizer=SimpleNamespace(pad_token_id=0), model=tiny_llama())
