@@ -17,6 +17,7 @@ the mask function builds SDPA's mask whenever a padding mask is given.
 
 from __future__ import annotations
 
+import bisect
 from typing import Sequence
 
 from codescaler.records import UserError
@@ -25,19 +26,23 @@ NAME = "codescaler_varlen"
 
 
 def plan_packed(lengths: Sequence[int], token_budget: int, max_batch_size: int) -> list[list[int]]:
-    """First-fit decreasing: indices grouped so each group's total length is within the budget."""
+    """Best-fit decreasing: indices grouped so each group's total length is within the budget.
+
+    Longest first, each into the open batch with the least room that still fits it (bisect over the
+    sorted rooms, so 100k inputs plan in well under a second); a batch at max_batch_size closes."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     batches: list[list[int]] = []
-    room: list[int] = []
+    rooms: list[tuple[int, int]] = []  # (tokens left, batch index) of the open batches, sorted
     for i in order:
-        for b, left in enumerate(room):
-            if lengths[i] <= left and len(batches[b]) < max_batch_size:
-                batches[b].append(i)
-                room[b] -= lengths[i]
-                break
+        j = bisect.bisect_left(rooms, (lengths[i], -1))
+        if j < len(rooms):
+            left, b = rooms.pop(j)
         else:
-            batches.append([i])
-            room.append(token_budget - lengths[i])
+            left, b = token_budget, len(batches)
+            batches.append([])
+        batches[b].append(i)
+        if len(batches[b]) < max_batch_size:
+            bisect.insort(rooms, (left - lengths[i], b))
     return batches
 
 

@@ -11,10 +11,12 @@ from codescaler.records import UserError
 from codescaler.scorer import RewardScorer, ScorerConfig, use_packing
 
 
-def test_plan_packed_first_fit_decreasing_known_answer():
-    # longest first: 6 -> new, 5 -> new, 4 -> new, 3 joins 5 (8), 2 joins 6 (8)
+def test_plan_packed_best_fit_decreasing_known_answer():
+    # longest first: 6 -> new, 5 -> new, 4 -> new, 3 joins 5 (the tightest fit: 8), 2 joins 6 (8)
     assert plan_packed([5, 3, 4, 2, 6], token_budget=8, max_batch_size=8) == [[4, 3], [0, 1], [2]]
     assert plan_packed([1, 1, 1], token_budget=8, max_batch_size=2) == [[0, 1], [2]]
+    assert plan_packed([4, 3, 2, 2], token_budget=6, max_batch_size=8) == [[0, 2], [1, 3]]  # 2 -> tightest room (2)
+    assert plan_packed([], token_budget=6, max_batch_size=8) == []
 
 
 def test_plan_packed_covers_every_index_within_the_budget():
