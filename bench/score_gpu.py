@@ -105,12 +105,12 @@ def build(name, device):
     return model, n_dense, flops
 
 
-def scorer_fn(model, budget, packing=False, pad_mask=False, compile=False):
+def scorer_fn(model, budget, packing=False, compile=False):
     from codescaler.scorer import RewardScorer, ScorerConfig
 
     scorer = RewardScorer(ScorerConfig(model="bench", token_budget=budget, max_length=2048,
                                        packing="on" if packing else "off",
-                                       pad_mask=pad_mask, compile=compile),
+                                       compile=compile),
                           tokenizer=SimpleNamespace(pad_token_id=0), model=model)
     return scorer.score_ids
 

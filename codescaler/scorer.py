@@ -71,7 +71,8 @@ class ScorerConfig:
     shaping: str = field(default="softplus", metadata={"help": "softplus (validity-preserving) or none (raw score)"})
     attn_implementation: str = field(default="sdpa", metadata={"help": "sdpa, eager or flash_attention_2"})
     pad_mask: bool = field(default=False, metadata={
-        "help": "pass the padding mask to the model (not needed for causal RMs with right padding; slower)"})
+        "help": "padded batches with the padding mask passed to the model (not needed for causal RMs with right "
+                "padding; slower; turns auto packing off)"})
     compile: bool = field(default=False, metadata={
         "help": "torch.compile the backbone (dynamic shapes): 1.34x on 8B and 1.6x on 1.7B, packed, on an H100, "
                 "after a first pass of ~100 s that compiles; pays off from ~10k scored inputs (bench/)"})
@@ -89,6 +90,8 @@ class ScorerConfig:
             raise ValueError(f"shaping={self.shaping!r}; use one of {SHAPING_MODES}")
         if self.packing not in PACKING_MODES:
             raise ValueError(f"packing={self.packing!r}; use one of {PACKING_MODES}")
+        if self.pad_mask and self.packing == "on":
+            raise ValueError("pad_mask is for padded batches and packing='on' has none; use packing='off' or 'auto'")
         if self.max_length < 32:
             raise ValueError(f"max_length={self.max_length} leaves no room for a chat; use at least 32 (default 4096)")
         if self.token_budget and self.token_budget < self.max_length:
@@ -256,7 +259,8 @@ class RewardScorer:
         prefix = getattr(model, "base_model_prefix", "model")
         self._backbone = getattr(model, prefix, None)
         self._head = getattr(model, "score", None)
-        self.packing = use_packing(self.config.packing, model, self._backbone, self._head)
+        mode = "off" if self.config.pad_mask and self.config.packing == "auto" else self.config.packing
+        self.packing = use_packing(mode, model, self._backbone, self._head)
         if self.packing:
             try:
                 use_varlen_attention(model)

@@ -132,6 +132,16 @@ def test_packing_auto_means_an_sdpa_model_with_full_attention():
         use_varlen_attention(windowed)
     with pytest.raises(ValueError, match="use one of"):
         ScorerConfig(packing="yes")
+    with pytest.raises(ValueError, match="packing='off' or 'auto'"):
+        ScorerConfig(packing="on", pad_mask=True)
+
+
+def test_pad_mask_means_padded_batches():
+    from types import SimpleNamespace
+
+    scorer = RewardScorer(ScorerConfig(model="t", dtype="float32", device="cpu", max_length=128, pad_mask=True),
+                          tokenizer=SimpleNamespace(pad_token_id=0), model=tiny_llama())
+    assert scorer.packing is False and scorer.model.config._attn_implementation == "sdpa"
 
 
 def test_packed_attention_refuses_a_sliding_window():
