@@ -75,7 +75,7 @@ def varlen_attention(module, query, key, value, attention_mask, dropout: float =
         raise ValueError(f"a packed forward takes one row; got a batch of {query.shape[0]}")
     q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # [T, H, D]
     if q.is_cuda and q.dtype in (torch.bfloat16, torch.float16) and q.shape[-1] % 8 == 0 and q.shape[-1] <= 256:
-        max_len = kwargs["codescaler_max_len"]  # an upper bound; fixed per scorer, so compiled graphs stay valid
+        max_len = kwargs["codescaler_max_len"]  # an upper bound on input length (the scorer fixes it when compiled)
         out = torch.ops.aten._flash_attention_forward(q, k, v, cu, cu, max_len, max_len, 0.0, True, False,
                                                       scale=scaling)[0]
         return out.unsqueeze(0), None

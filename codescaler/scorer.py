@@ -310,7 +310,7 @@ class RewardScorer:
             inputs = packed_inputs(seqs)
             # The longest input bounds the kernel's grid; compiled graphs get a fixed bound (no recompiles).
             extra["codescaler_max_len"] = self.config.max_length if self.config.compile else int(lengths.max())
-            last = lengths.cumsum(0) - 1
+            last = inputs["codescaler_cu_seqlens"][1:].long() - 1  # each input's last token in the row
             rows = torch.zeros_like(last)
         else:
             width = int(lengths.max())
