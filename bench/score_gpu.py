@@ -105,12 +105,12 @@ def build(name, device):
     return model, n_dense, flops
 
 
-def scorer_fn(model, budget, packing=False, compile=False):
+def scorer_fn(model, budget, packing=False, compile=False, freeze=False, kernel="flash"):
     from codescaler.scorer import RewardScorer, ScorerConfig
 
     scorer = RewardScorer(ScorerConfig(model="bench", token_budget=budget, max_length=2048,
                                        packing="on" if packing else "off",
-                                       compile=compile),
+                                       compile=compile, freeze=freeze, varlen_kernel=kernel),
                           tokenizer=SimpleNamespace(pad_token_id=0), model=model)
     return scorer.score_ids
 
@@ -129,6 +129,61 @@ def check_varlen(device, report):
                             codescaler_cu_seqlens=cu.to(device))[0]
     report["varlen_check_max_abs_diff_bf16_vs_fp32_loop"] = float((fast.float() - slow).abs().max())
     print(f"varlen check: max |diff| {report['varlen_check_max_abs_diff_bf16_vs_fp32_loop']:.3e}", flush=True)
+
+
+def attention_kernels(device, seqs, args, report):
+    """The packed attention alone, one layer of the 8B shape (32 query and 8 KV heads of 128) over the first
+    packed batch of the workload: flash varlen against cuDNN (KV heads repeated, as codescaler/packing.py
+    does, and with native grouped heads), each checked against per-input SDPA in fp32."""
+    from codescaler.packing import plan_packed
+
+    rows = report.setdefault("attention_kernels", {})
+    batch = plan_packed([len(s) for s in seqs], args.compile_budget, 256)[0]
+    lens = [len(seqs[i]) for i in batch]
+    cu = torch.tensor([0] + list(torch.tensor(lens).cumsum(0)), dtype=torch.int32, device=device)
+    g = torch.Generator(device=device).manual_seed(0)
+    q, k, v = (torch.randn(sum(lens), h, 128, generator=g, device=device, dtype=torch.bfloat16) for h in (32, 8, 8))
+    scale, mx = 128 ** -0.5, max(lens)
+    rep = lambda t: t.repeat_interleave(4, dim=1)  # noqa: E731
+    kernels = {
+        "flash": lambda: torch.ops.aten._flash_attention_forward(q, k, v, cu, cu, mx, mx, 0.0, True, False,
+                                                                 scale=scale)[0],
+        "cudnn_repeat_kv": lambda: torch.ops.aten._cudnn_attention_forward(q, rep(k), rep(v), None, cu, cu, mx, mx,
+                                                                           False, 0.0, True, False, scale=scale)[0],
+        "cudnn_gqa": lambda: torch.ops.aten._cudnn_attention_forward(q, k, v, None, cu, cu, mx, mx, False, 0.0, True,
+                                                                     False, scale=scale)[0],
+    }
+    ref = torch.empty(q.shape, device=device)
+    bounds = cu.tolist()
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        ref[lo:hi] = torch.nn.functional.scaled_dot_product_attention(
+            q[lo:hi].float().transpose(0, 1), rep(k[lo:hi]).float().transpose(0, 1),
+            rep(v[lo:hi]).float().transpose(0, 1), is_causal=True, scale=scale).transpose(0, 1)
+    attn_width = 32 * 128
+    flops = sum(2 * n * n * attn_width for n in lens)  # causal QK^T and AV, as build() counts them
+    for name, fn in kernels.items():
+        try:
+            out = fn()
+            err = float((out.float() - ref).abs().max())
+            sync()
+            t0 = time.perf_counter()
+            for _ in range(36):
+                fn()
+            sync()
+            ms = (time.perf_counter() - t0) / 36 * 1e3
+            rows[name] = {"ms_per_layer": round(ms, 3), "tflops": round(flops / ms / 1e9, 1), "max_abs_err": err}
+        except Exception as e:  # a kernel this torch lacks must not stop the run
+            rows[name] = {"error": f"{type(e).__name__}: {e}"[:500]}
+        print(f"attention {name}: {rows[name]}", flush=True)
+    rows["batch"] = {"inputs": len(lens), "tokens": sum(lens)}
+    flash = rows["flash"].get("ms_per_layer")
+    ours = rows["cudnn_repeat_kv"]
+    if "error" in ours or ours["max_abs_err"] > 0.05:
+        args.cudnn_ok_why = f"cuDNN varlen failed the check: {ours}"
+    elif flash is not None and ours["ms_per_layer"] >= flash:
+        args.cudnn_ok_why = f"cuDNN varlen not faster than flash ({ours['ms_per_layer']} vs {flash} ms)"
+    else:
+        args.cudnn_ok, args.cudnn_ok_why = True, ""
 
 
 def eager_phase(name, args, seqs, device, out):
@@ -166,22 +221,34 @@ def eager_phase(name, args, seqs, device, out):
     summarise(out)
 
 
-def compile_phase(name, args, seqs, device, out, packing, tuned=False):
+def compile_phase(name, args, seqs, device, out, packing, tuned=False, freeze=False, kernel="flash"):
     """torch.compile of the backbone (dynamic shapes): a compiling first pass, then a timed one.
-    tuned: with inductor's coordinate-descent tuning of its own (pointwise, norm) kernels."""
+    tuned: with inductor's coordinate-descent tuning of its own (pointwise, norm) kernels;
+    freeze: inductor freezing (fused Q/K/V and gate/up GEMMs); kernel: the varlen attention kernel."""
     import torch._inductor.config as inductor_config
 
+    if kernel == "cudnn" and not args.cudnn_ok:
+        out.setdefault("skipped", []).append(f"compiled cudnn way: {args.cudnn_ok_why}")
+        print(f"[{name}] skip the compiled cudnn way: {args.cudnn_ok_why}", flush=True)
+        return
     inductor_config.coordinate_descent_tuning = tuned
     model, _, flops = build(name, device)
     model.to(torch.bfloat16)
     budget = args.compile_budget
-    way = f"ours_compiled_{'tuned_' if tuned else ''}{'packed' if packing else 'b'}{budget // 1024}k"
-    fn = scorer_fn(model, budget, packing=packing, compile=True)
+    way = (f"ours_compiled_{'tuned_' if tuned else ''}{'frozen_' if freeze else ''}{'cudnn_' if kernel == 'cudnn' else ''}"
+           f"{'packed' if packing else 'b'}{budget // 1024}k")
+    fn = scorer_fn(model, budget, packing=packing, compile=True, freeze=freeze, kernel=kernel)
     t0 = time.perf_counter()
     first = fn(seqs)
     out[f"{way}_first_pass_s"] = round(time.perf_counter() - t0, 1)
     again = measure(way, fn, seqs, flops, args.peak_tflops, out["ways"])
     out[f"{way}_max_abs_diff_between_passes"] = max(abs(a - b) for a, b in zip(first, again))
+    base = args.compiled_scores.setdefault(name, {})  # the first compiled way is the reference of the others
+    if base:
+        ref_way, ref = next(iter(base.items()))
+        out[f"{way}_max_abs_diff_vs_{ref_way}"] = max(abs(a - b) for a, b in zip(ref, again))
+    else:
+        base[way] = again
     profile_into(out, f"profile_{way}_top_kernels", fn, seqs)
     summarise(out)
 
@@ -224,7 +291,8 @@ def main():
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile ways")
     ap.add_argument("--compile-only", action="store_true", help="only the torch.compile ways (and their profiles)")
     ap.add_argument("--compile-ways", default="packed",
-                    help="compiled ways, in order: packed, padded, tuned (packed + inductor coordinate-descent tuning)")
+                    help="compiled ways, in order: packed, padded, tuned (packed + inductor coordinate-descent "
+                         "tuning), frozen (packed + --freeze), cudnn (packed + --varlen-kernel cudnn), frozen_cudnn")
     ap.add_argument("--deadline-s", type=float, default=360,
                     help="start no new step after this many seconds (the device lease is short)")
     ap.add_argument("--tiny", action="store_true", help="CPU smoke run on a tiny shape")
@@ -251,13 +319,22 @@ def main():
         with open(args.out, "w") as f:
             json.dump(report, f, indent=2)
 
+    args.cudnn_ok, args.cudnn_ok_why, args.compiled_scores = False, "no CUDA", {}
     if device == "cuda":
         check_varlen(device, report)
+        try:
+            attention_kernels(device, seqs, args, report)
+        except Exception as e:  # the compiled ways still run (cuDNN ones are skipped)
+            report["attention_kernels_error"] = f"{type(e).__name__}: {e}"[:1000]
+            args.cudnn_ok_why = report["attention_kernels_error"]
+        save()
     # Eager ways for every shape first, then the compiled ones (slow to build), while the deadline allows;
     # the JSON is rewritten after each step, so a run cut short keeps what it measured.
     steps = [(eager_phase, name, {}) for name in shapes if not args.compile_only]
     if not args.no_compile:
-        kinds = {"packed": {"packing": True}, "padded": {"packing": False}, "tuned": {"packing": True, "tuned": True}}
+        kinds = {"packed": {"packing": True}, "padded": {"packing": False}, "tuned": {"packing": True, "tuned": True},
+                 "frozen": {"packing": True, "freeze": True}, "cudnn": {"packing": True, "kernel": "cudnn"},
+                 "frozen_cudnn": {"packing": True, "freeze": True, "kernel": "cudnn"}}
         for kind in args.compile_ways.split(","):
             steps += [(compile_phase, name, kinds[kind]) for name in shapes]
     for phase, name, kw in steps:

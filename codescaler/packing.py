@@ -23,6 +23,7 @@ from typing import Sequence
 from codescaler.records import UserError
 
 NAME = "codescaler_varlen"
+KERNELS = ("flash", "cudnn")  # the CUDA varlen kernels (bf16/fp16)
 
 
 def plan_packed(lengths: Sequence[int], token_budget: int, max_batch_size: int) -> list[list[int]]:
@@ -73,19 +74,28 @@ def varlen_attention(module, query, key, value, attention_mask, dropout: float =
         raise ValueError("packed attention has no sliding window; score this model with packing off")
     if query.shape[0] != 1:
         raise ValueError(f"a packed forward takes one row; got a batch of {query.shape[0]}")
-    q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # [T, H, D]
-    if q.is_cuda and q.dtype in (torch.bfloat16, torch.float16) and q.shape[-1] % 8 == 0 and q.shape[-1] <= 256:
+    if query.is_cuda and query.dtype in (torch.bfloat16, torch.float16) and query.shape[-1] % 8 == 0 \
+            and query.shape[-1] <= 256:
+        q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # [T, H, D]
         max_len = kwargs["codescaler_max_len"]  # an upper bound on input length (the scorer fixes it when compiled)
-        out = torch.ops.aten._flash_attention_forward(q, k, v, cu, cu, max_len, max_len, 0.0, True, False,
-                                                      scale=scaling)[0]
+        if kwargs.get("codescaler_kernel", "flash") == "cudnn":
+            if k.shape[1] != q.shape[1]:  # cuDNN's varlen path takes equal head counts
+                k, v = (t.repeat_interleave(q.shape[1] // k.shape[1], dim=1) for t in (k, v))
+            out = torch.ops.aten._cudnn_attention_forward(q, k, v, None, cu, cu, max_len, max_len, False, 0.0, True,
+                                                          False, scale=scaling)[0]
+        else:
+            out = torch.ops.aten._flash_attention_forward(q, k, v, cu, cu, max_len, max_len, 0.0, True, False,
+                                                          scale=scaling)[0]
         return out.unsqueeze(0), None
+    # Slices stay 4-D [1, H, L, D]: SDPA takes its fused (flash) CPU kernel only for 4-D inputs, and
+    # 3-D ones go to the unfused math path, 2x slower (bench/score_cpu.py).
     bounds = cu.tolist()
-    out = torch.empty_like(q)
+    out = query.new_empty((1, query.shape[2], query.shape[1], query.shape[3]))  # [1, T, Hq, D], contiguous
     for lo, hi in zip(bounds[:-1], bounds[1:]):
-        out[lo:hi] = F.scaled_dot_product_attention(
-            q[lo:hi].transpose(0, 1), k[lo:hi].transpose(0, 1), v[lo:hi].transpose(0, 1),
-            is_causal=True, scale=scaling, enable_gqa=q.shape[1] != k.shape[1]).transpose(0, 1)
-    return out.unsqueeze(0), None
+        out[:, lo:hi] = F.scaled_dot_product_attention(
+            query[:, :, lo:hi], key[:, :, lo:hi], value[:, :, lo:hi],
+            is_causal=True, scale=scaling, enable_gqa=query.shape[1] != key.shape[1]).transpose(1, 2)
+    return out, None
 
 
 def full_attention_only(config) -> bool:
