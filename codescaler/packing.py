@@ -23,7 +23,6 @@ from typing import Sequence
 from codescaler.records import UserError
 
 NAME = "codescaler_varlen"
-KERNELS = ("flash", "cudnn")  # the CUDA varlen kernels (bf16/fp16)
 
 
 def plan_packed(lengths: Sequence[int], token_budget: int, max_batch_size: int) -> list[list[int]]:
@@ -78,14 +77,8 @@ def varlen_attention(module, query, key, value, attention_mask, dropout: float =
             and query.shape[-1] <= 256:
         q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # [T, H, D]
         max_len = kwargs["codescaler_max_len"]  # an upper bound on input length (the scorer fixes it when compiled)
-        if kwargs.get("codescaler_kernel", "flash") == "cudnn":
-            if k.shape[1] != q.shape[1]:  # cuDNN's varlen path takes equal head counts
-                k, v = (t.repeat_interleave(q.shape[1] // k.shape[1], dim=1) for t in (k, v))
-            out = torch.ops.aten._cudnn_attention_forward(q, k, v, None, cu, cu, max_len, max_len, False, 0.0, True,
-                                                          False, scale=scaling)[0]
-        else:
-            out = torch.ops.aten._flash_attention_forward(q, k, v, cu, cu, max_len, max_len, 0.0, True, False,
-                                                          scale=scaling)[0]
+        out = torch.ops.aten._flash_attention_forward(q, k, v, cu, cu, max_len, max_len, 0.0, True, False,
+                                                      scale=scaling)[0]
         return out.unsqueeze(0), None
     # Slices stay 4-D [1, H, L, D]: SDPA takes its fused (flash) CPU kernel only for 4-D inputs, and
     # 3-D ones go to the unfused math path, 2x slower (bench/score_cpu.py).

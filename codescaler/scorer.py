@@ -24,7 +24,6 @@ from typing import Callable, Sequence
 from codescaler.extract import MODES as EXTRACTION_MODES
 from codescaler.extract import extract_code
 from codescaler.packing import NAME as PACKED_ATTENTION
-from codescaler.packing import KERNELS as VARLEN_KERNELS
 from codescaler.packing import full_attention_only, packed_inputs, plan_packed, use_varlen_attention
 from codescaler.records import Scored, UserError
 from codescaler.shaping import MODES as SHAPING_MODES
@@ -77,13 +76,6 @@ class ScorerConfig:
     compile: bool = field(default=False, metadata={
         "help": "torch.compile the backbone (dynamic shapes): 1.34x on 8B and 1.6x on 1.7B, packed, on an H100, "
                 "after a first pass of ~100 s that compiles; pays off from ~10k scored inputs (bench/)"})
-    freeze: bool = field(default=False, metadata={
-        "help": "with --compile: inductor freezing, the weights become constants of the compiled graph, so it can "
-                "fuse the Q/K/V and the gate/up projections into one GEMM each. The model's weights must not change "
-                "afterwards (bench/)"})
-    varlen_kernel: str = field(default="flash", metadata={
-        "help": "packed attention kernel on CUDA: flash (PyTorch's bundled flash-attention varlen) or cudnn "
-                "(cuDNN's fused attention with the same boundaries; bench/)"})
     packing: str = field(default="auto", metadata={
         "help": "auto, on or off: pack each batch into one row with no pad tokens, attention kept inside each "
                 "input (flash-attention varlen on CUDA, per-input SDPA elsewhere: codescaler/packing.py). "
@@ -98,10 +90,6 @@ class ScorerConfig:
             raise ValueError(f"shaping={self.shaping!r}; use one of {SHAPING_MODES}")
         if self.packing not in PACKING_MODES:
             raise ValueError(f"packing={self.packing!r}; use one of {PACKING_MODES}")
-        if self.freeze and not self.compile:
-            raise ValueError("freeze works on the compiled graph; use compile=True with it, or freeze=False")
-        if self.varlen_kernel not in VARLEN_KERNELS:
-            raise ValueError(f"varlen_kernel={self.varlen_kernel!r}; use one of {VARLEN_KERNELS}")
         if self.pad_mask and self.packing == "on":
             raise ValueError("pad_mask is for padded batches and packing='on' has none; use packing='off' or 'auto'")
         if self.max_length < 32:
@@ -285,8 +273,7 @@ class RewardScorer:
             import torch
 
             # dynamic=True: one graph for all batch shapes; widths are rounded up to 64 to limit recompiles.
-            self._backbone = torch.compile(self._backbone, dynamic=True,
-                                           options={"freezing": True} if self.config.freeze else None)
+            self._backbone = torch.compile(self._backbone, dynamic=True)
 
     def encode(self, prompts: Sequence[str], codes: Sequence[str]) -> list[tuple[list[int], bool]]:
         return [build_rm_input(self.tokenizer, p, c, self.config.max_length) for p, c in zip(prompts, codes)]
@@ -323,7 +310,6 @@ class RewardScorer:
             inputs = packed_inputs(seqs)
             # The longest input bounds the kernel's grid; compiled graphs get a fixed bound (no recompiles).
             extra["codescaler_max_len"] = self.config.max_length if self.config.compile else int(lengths.max())
-            extra["codescaler_kernel"] = self.config.varlen_kernel
             last = inputs["codescaler_cu_seqlens"][1:].long() - 1  # each input's last token in the row
             rows = torch.zeros_like(last)
         else:
