@@ -67,9 +67,10 @@ PR_SET_DUMPABLE = 4
 ENVIRONMENT = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "OMP_NUM_THREADS": "1"}  # all a run's process sees
 # Modules imported once by the warm harness, so that forked runs find them loaded (what HumanEval-,
 # MBPP- and contest-style solutions and tests import most). Only the stdlib; a run's changes to them
-# stay in its own copy-on-write process.
+# stay in its own copy-on-write process. Every preloaded byte is paid again at each fork (page tables:
+# ~50 us per MB here), so not hashlib: its OpenSSL adds 3.7 MB for a module few solutions import.
 PRELOAD = ("typing", "math", "re", "collections", "itertools", "functools", "heapq", "bisect", "string",
-           "random", "fractions", "decimal", "hashlib", "copy", "statistics", "dataclasses", "operator")
+           "random", "fractions", "decimal", "copy", "statistics", "dataclasses", "operator")
 _read, _exit = os.read, os._exit
 PREPARED: dict = {}  # (test, statement) -> testcode.analyse_assert(...), at most 256, oldest dropped first
 NOT_PRELOADED: set = set()  # test imports that failed or started threads when tried (`imports_cleanly`)
