@@ -81,7 +81,7 @@ def varlen_attention(module, query, key, value, attention_mask, dropout: float =
                                                       scale=scaling)[0]
         return out.unsqueeze(0), None
     # Slices stay 4-D [1, H, L, D]: SDPA takes its fused (flash) CPU kernel only for 4-D inputs, and
-    # 3-D ones go to the unfused math path, 2x slower (bench/score_cpu.py).
+    # 3-D ones go to the unfused math path, 2x slower (7.1 vs 3.3 ms for 325 tokens in bf16, 2 cores).
     bounds = cu.tolist()
     out = query.new_empty((1, query.shape[2], query.shape[1], query.shape[3]))  # [1, T, Hq, D], contiguous
     for lo, hi in zip(bounds[:-1], bounds[1:]):

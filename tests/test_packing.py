@@ -179,3 +179,16 @@ def test_compiled_scores_equal_eager_ones():
     eager = RewardScorer(ScorerConfig(**cfg), tokenizer=tok, model=tiny_llama()).score_ids(seqs)
     compiled = RewardScorer(ScorerConfig(**cfg, compile=True), tokenizer=tok, model=tiny_llama()).score_ids(seqs)
     assert max(abs(a - b) for a, b in zip(eager, compiled)) <= 1e-4
+
+
+def test_packed_attention_on_the_cpu_takes_sdpa_fused_kernel():
+    from torch.profiler import profile
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, h, 40, 16, dtype=torch.bfloat16) for h in (4, 2, 2))
+    cu = torch.tensor([0, 15, 40], dtype=torch.int32)
+    with profile() as prof:
+        varlen_attention(None, q, k, v, None, scaling=0.25, codescaler_cu_seqlens=cu)
+    ops = {e.key for e in prof.key_averages()}
+    assert "aten::_scaled_dot_product_flash_attention_for_cpu" in ops  # 3-D slices went to the math path: 2x slower
+    assert "aten::_scaled_dot_product_attention_math" not in ops
