@@ -137,12 +137,12 @@ def attention_kernels(device, seqs, args, report):
     packed batch of the workload: the flash varlen kernel the scorer uses against cuDNN's varlen attention
     (KV heads repeated, and native grouped heads), each checked against per-input SDPA in fp32.
     On an H100 (torch 2.11, cuDNN 9.19) cuDNN took 54-59 ms a layer against flash's 1.86 ms."""
-    from codescaler.packing import plan_packed
+    from codescaler.packing import packed_inputs, plan_packed, varlen_attention
 
     rows = report.setdefault("attention_kernels", {})
     batch = plan_packed([len(s) for s in seqs], args.compile_budget, 256)[0]
     lens = [len(seqs[i]) for i in batch]
-    cu = torch.tensor([0] + list(torch.tensor(lens).cumsum(0)), dtype=torch.int32, device=device)
+    cu = packed_inputs([seqs[i] for i in batch])["codescaler_cu_seqlens"].to(device)
     g = torch.Generator(device=device).manual_seed(0)
     q, k, v = (torch.randn(sum(lens), h, 128, generator=g, device=device, dtype=torch.bfloat16) for h in (32, 8, 8))
     scale, mx = 128 ** -0.5, max(lens)
@@ -155,12 +155,9 @@ def attention_kernels(device, seqs, args, report):
         "cudnn_gqa": lambda: torch.ops.aten._cudnn_attention_forward(q, k, v, None, cu, cu, mx, mx, False, 0.0, True,
                                                                      False, scale=scale)[0],
     }
-    ref = torch.empty(q.shape, device=device)
-    bounds = cu.tolist()
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
-        ref[lo:hi] = torch.nn.functional.scaled_dot_product_attention(
-            q[lo:hi].float().transpose(0, 1), rep(k[lo:hi]).float().transpose(0, 1),
-            rep(v[lo:hi]).float().transpose(0, 1), is_causal=True, scale=scale).transpose(0, 1)
+    # the reference: the scorer's own per-input SDPA path, in fp32 ([T, H, D] <-> [1, H, T, D])
+    ref = varlen_attention(None, *(t.float().transpose(0, 1).unsqueeze(0) for t in (q, k, v)), None, scaling=scale,
+                           codescaler_cu_seqlens=cu)[0][0]
     attn_width = 32 * 128
     flops = sum(2 * n * n * attn_width for n in lens)  # causal QK^T and AV, as build() counts them
     for name, fn in kernels.items():
