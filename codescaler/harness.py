@@ -72,6 +72,12 @@ ENVIRONMENT = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "OMP_NUM_THREADS": "1"} 
 PRELOAD = ("typing", "math", "re", "collections", "itertools", "functools", "heapq", "bisect", "string",
            "random", "fractions", "decimal", "copy", "statistics", "dataclasses", "operator")
 _read, _exit = os.read, os._exit
+# A process of the sandbox's uid may lower another one's rlimits (prlimit), raise its nice value, or change its
+# scheduling policy or CPU affinity, with no ptrace rights. The harness outlives every run, and later runs would
+# inherit or suffer such a change, so after each run it compares itself with how it started (`process_state`)
+# and, if anything changed, fails that run and retires (the parent starts a fresh worker).
+RLIMITS = tuple(getattr(resource, n) for n in sorted(dir(resource)) if n.startswith("RLIMIT_"))
+BASELINE: tuple = ()  # process_state(0) when the harness started
 PREPARED: dict = {}  # (test, statement) -> testcode.analyse_assert(...), at most 256, oldest dropped first
 NOT_PRELOADED: set = set()  # test imports that failed or started threads when tried (`imports_cleanly`)
 
@@ -132,6 +138,12 @@ def sweep(keep: set[int], children: tuple = ()) -> None:
     else:
         raise RuntimeError("processes survived the sweep")
     reap()
+
+
+def process_state(pid: int) -> tuple:
+    """What another process of the same uid can change in process `pid` (0: this one): rlimits, nice, policy, CPUs."""
+    return (tuple(resource.prlimit(pid, r) for r in RLIMITS), os.getpriority(os.PRIO_PROCESS, pid),
+            os.sched_getscheduler(pid), os.sched_getparam(pid).sched_priority, frozenset(os.sched_getaffinity(pid)))
 
 
 def reap() -> None:
@@ -423,6 +435,8 @@ def run_unit(job: dict, code, stdin_data: str | None) -> dict:
         wipe_tmp()
         ran = os.read(ready_r, 1) == b"1"  # every writer is gone: data or end of file, at once
         os.close(ready_r)
+    if process_state(0) != BASELINE:  # checked after the sweep: no other process is left to change it
+        fate["tampered"] = True
     if tester is None:
         fate["ran"] = ran
     elif "candidate" in fate:
@@ -519,7 +533,7 @@ def run_job(job: dict) -> dict:
         for text in job["inputs"]:
             fate = run_unit(job, code, text)
             units.append(fate)
-            if fate["fate"] in ("timeout", "memory_limit", "output_limit"):
+            if fate["fate"] in ("timeout", "memory_limit", "output_limit") or fate.get("tampered"):
                 break  # later cases would hit the same limit; they count as not passed
         return {"units": units}
     if job["kind"] == "assert":
@@ -540,7 +554,7 @@ def run_job(job: dict) -> dict:
 
 def main(argv: list[str]) -> int:
     """harness.py CONTROL_FD HOST_NS [EXTRA_SYS_PATH...]"""
-    global CONTROL_FD, CONFINED
+    global CONTROL_FD, CONFINED, BASELINE
     CONTROL_FD, host_ns = int(argv[1]), argv[2]
     why = confinement_problem(host_ns)
     if why:
@@ -559,6 +573,7 @@ def main(argv: list[str]) -> int:
     for name in PRELOAD:
         __import__(name)
     gc.freeze()  # what is loaded now is never scanned again, so forked runs do not copy its pages to collect
+    BASELINE = process_state(0)
     wire.send_frame(CONTROL_FD, {"hello": True, "python": sys.version.split()[0]})
     while True:
         job = wire.recv_frame(CONTROL_FD)
@@ -568,8 +583,10 @@ def main(argv: list[str]) -> int:
             reply = run_job(job)
         except Exception as e:  # an infrastructure failure: reported, and the parent replaces the worker
             reply = {"harness_error": f"{type(e).__name__}: {e}"}
+        if any(u.get("tampered") for u in reply.get("units", ())):
+            reply["retire"] = True  # the parent starts a fresh worker for the next candidate
         wire.send_frame(CONTROL_FD, reply)
-        if "harness_error" in reply:
+        if "harness_error" in reply or "retire" in reply:
             return 4
 
 

@@ -43,6 +43,10 @@ Threat model, honestly:
   candidate's objects compare by identity in the test, and only top-level
   list/dict/set arguments it changes in place are mirrored back.
 * Exit codes and printed text never mean "passed".
+* A candidate (same uid) can lower the long-lived harness's rlimits with
+  prlimit, raise its nice value, or change its scheduling policy or CPU
+  affinity, which later runs would inherit. The harness checks itself after
+  every run's sweep; a run that changed it fails, and the worker is replaced.
 * Not covered: kernel exploits (bwrap is not a VM), side channels, and the
   machine as a whole: there are no cgroups, so `memory_mb` limits each process's
   address space (max_procs x memory_mb in the worst case) and CPU time is per
@@ -377,6 +381,11 @@ class _Worker:
         start = time.monotonic()
         reply = self.box.request(job, budget)
         seconds = time.monotonic() - start
+        if reply.get("retire"):  # the run changed the harness itself (harness.process_state): never reuse it
+            self.reset()
+        early = verdicts.tampering(reply, n_cases, seconds)
+        if early is not None:
+            return early
         if tests["kind"] == "stdio":
             return verdicts.stdio_verdict(problem, reply, seconds)
         if tests["kind"] == "call":

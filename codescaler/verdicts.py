@@ -109,6 +109,13 @@ def tally(failures: list[tuple[Status, str] | None], seconds: float) -> Verdict:
     return make(status, sum(f is None for f in failures), len(failures), seconds, detail)
 
 
+def tampering(reply: dict, total: int, seconds: float) -> Verdict | None:
+    """A failed verdict when a run changed the harness's own limits or scheduling (harness.process_state)."""
+    if any(u.get("tampered") for u in reply["units"]):
+        return make(Status.RUNTIME_ERROR, 0, total, seconds, "changed the limits or scheduling of the sandbox's own processes")
+    return None
+
+
 def stdio_verdict(problem: Problem, reply: dict, seconds: float) -> Verdict:
     cases, tol = problem.tests["cases"], float_tol(problem)
     units = reply["units"]

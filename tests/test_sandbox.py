@@ -393,6 +393,30 @@ def test_killing_the_parent_and_everything(verifier, sentinel):
     assert run(verifier, ADD_STDIO, "print(sum(map(int, input().split())))").passed
 
 
+@pytest.mark.parametrize("attack", [
+    "resource.prlimit(os.getppid(), resource.RLIMIT_CPU, (1, 1))",
+    "resource.prlimit(os.getppid(), resource.RLIMIT_STACK, (1 << 16, 1 << 16))",
+    "os.setpriority(os.PRIO_PROCESS, os.getppid(), 19)",
+    "os.sched_setaffinity(os.getppid(), {min(os.sched_getaffinity(0))})",
+    "os.sched_setscheduler(os.getppid(), os.SCHED_IDLE, os.sched_param(0))",
+])
+@pytest.mark.parametrize("problem", [ADD_STDIO, ADD_CALL, ADD_ASSERT])
+def test_changing_the_limits_or_scheduling_of_the_sandbox_is_caught(problem, attack):
+    # Any process of the sandbox's uid may lower the rlimits of the long-lived harness (prlimit), raise its nice
+    # value or change its affinity, with no ptrace rights; later candidates would inherit or suffer that. The run
+    # that did it does not pass, and the worker is replaced before the next candidate.
+    if "affinity" in attack and len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one CPU: no affinity to change")
+    code = f"import os, resource\n{attack}\ndef add(a, b):\n    return a + b\n" + (
+        "print(sum(map(int, input().split())))\n" if problem.tests["kind"] == "stdio" else "")
+    honest = "print(sum(map(int, input().split())))\n" if problem.tests["kind"] == "stdio" else \
+        "def add(a, b):\n    return a + b\n"
+    with Verifier(SandboxConfig(workers=1, timeout_s=2.0)) as v:
+        first, *later = v.verify(PROBLEMS, [(problem.id, code)] + [(problem.id, honest)] * 3)
+    assert first.status is Status.RUNTIME_ERROR and "sandbox's own processes" in first.detail, first
+    assert all(x.passed for x in later), later
+
+
 def test_detached_children_do_not_survive(verifier, sentinel):
     marker = uuid.uuid4().hex
     code = (f"import os, subprocess\nsubprocess.Popen(['/usr/bin/python3', '-c', 'import time; time.sleep(300)', "
