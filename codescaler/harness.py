@@ -8,9 +8,9 @@ next. Each forked process gets rlimits (address space, CPU time, file size,
 processes, open files, no core files), a scrubbed environment, only the fds it
 needs (never the control socket), and a private work directory. When the unit
 ends or hits a limit, the harness SIGKILLs every other process in the sandbox's
-PID namespace and empties /tmp, so nothing a candidate started survives.
-Candidate code is compiled here, before the fork (a syntax error needs no
-process), and so are the test and the problem statement.
+PID namespace (but its tester) and empties /tmp, so nothing a candidate started
+survives. Candidate code is compiled here, before the fork (a syntax error
+needs no process).
 
 The harness refuses to start unless it is in PID and user namespaces other
 than the caller's (`confinement_problem`): `sweep` kills every process it can
@@ -18,40 +18,42 @@ see, which is only safe inside the sandbox's own PID namespace.
 
 The harness is non-dumpable, and so is every process forked from it: another
 process of the same uid cannot ptrace it or read its memory and fds through
-/proc. Results:
+/proc. What such a process can still do to a long-lived one (signals, prlimit,
+nice, affinity) is checked after every unit (`process_state`, `Tester.usable`).
+Results:
 
 * stdio: the parent gets the raw stdout and compares it.
 * call: the candidate process encodes each return value with exact builtin
   types (`wire.encode`); the parent decodes fresh builtins and compares.
-* assert: two processes. The *tester* holds only trusted code (the problem
-  statement and its test) and reaches the candidate's process through
-  `wire.Remote` proxies, which bring back copies of plain data or opaque
-  handles, never a candidate object. When `check` returns, the tester echoes a
-  per-run secret (given to it after the fork) on a report pipe that only it
-  and the harness hold. The candidate can make the test fail, but it cannot
+* assert: the worker's *tester* (tester.py), a process forked once and kept,
+  holds only trusted code (problem statements and tests) and reaches the
+  candidate's process through `wire.Remote` proxies, which bring back copies of
+  plain data or opaque handles, never a candidate object. It says it is ready
+  before the candidate's process exists; after the fork the harness sends it a
+  per-run secret, which it echoes when `check` returned, on a socket that only
+  it and the harness hold. The candidate can make the test fail, but it cannot
   reach the tester's memory, fds or comparisons.
 """
 
 from __future__ import annotations
 
-import ast
 import builtins
 import ctypes
-import fcntl
 import gc
 import math
 import os
 import resource
 import select
 import signal
+import socket
 import sys
 import time
 import traceback
 
 try:
-    from codescaler import testcode, wire
+    from codescaler import tester, wire
 except ImportError:  # inside the sandbox these are mounted next to this file (the script's directory, sys.path[0])
-    import testcode
+    import tester
     import wire
 
 CONTROL_FD = 3  # set from argv; the candidate never holds it
@@ -78,8 +80,7 @@ _read, _exit = os.read, os._exit
 # and, if anything changed, fails that run and retires (the parent starts a fresh worker).
 RLIMITS = tuple(getattr(resource, n) for n in sorted(dir(resource)) if n.startswith("RLIMIT_"))
 BASELINE: tuple = ()  # process_state(0) when the harness started
-PREPARED: dict = {}  # (test, statement) -> testcode.analyse_assert(...), at most 256, oldest dropped first
-NOT_PRELOADED: set = set()  # test imports that failed or started threads when tried (`imports_cleanly`)
+TESTER = None  # this worker's `Tester` while it has a healthy one
 
 
 # ---------------------------------------------------------------- process hygiene
@@ -176,12 +177,14 @@ def wipe_tmp() -> None:
 # ---------------------------------------------------------------- forked processes
 
 
-def set_limits(job: dict) -> None:
-    mem = job["memory_mb"] << 20
-    cpu = int(math.ceil(job["timeout"] * job["cpu_cases"] + job["startup_s"])) + 1
-    for res, val in ((resource.RLIMIT_AS, mem), (resource.RLIMIT_CPU, cpu), (resource.RLIMIT_CORE, 0),
-                     (resource.RLIMIT_FSIZE, job["disk_mb"] << 20), (resource.RLIMIT_NPROC, job["max_procs"]),
-                     (resource.RLIMIT_NOFILE, 256)):
+def set_limits(job: dict, cpu: bool = True) -> None:
+    """The run's rlimits; `cpu=False` for the long-lived tester, which the harness's deadline stops instead."""
+    limits = [(resource.RLIMIT_AS, job["memory_mb"] << 20), (resource.RLIMIT_CORE, 0),
+              (resource.RLIMIT_FSIZE, job["disk_mb"] << 20), (resource.RLIMIT_NPROC, job["max_procs"]),
+              (resource.RLIMIT_NOFILE, 256)]
+    if cpu:
+        limits.append((resource.RLIMIT_CPU, int(math.ceil(job["timeout"] * job["cpu_cases"] + job["startup_s"])) + 1))
+    for res, val in limits:
         resource.setrlimit(res, (val, val))
 
 
@@ -192,10 +195,7 @@ def enter_child(job: dict, fds: list[int]) -> None:
     process whose marker came never ran any code but ours, so only then is its failure infrastructure;
     after it, an exit code of ours (EXIT_SETUP...) may be the candidate's own `os._exit(203)`.
     """
-    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 64) for fd in fds]  # out of the way of the targets first
-    for target, fd in enumerate(high):
-        os.dup2(fd, target)
-    os.closerange(len(fds), 1 << 16)
+    wire.place_fds(fds)
     os.chdir(job["workdir"])
     set_limits(job)
     # the environment (ENVIRONMENT) and sys.stdin/stdout/stderr (on fds 0-2, which now are the run's) were set up
@@ -244,7 +244,7 @@ def candidate_main(job: dict, code, fds: list[int]) -> int:
         return 0
     except SystemExit as e:
         if kind == "call":
-            try_send(3, {"error": "SystemExit"})
+            wire.try_send(3, {"error": "SystemExit"})
         return e.code if isinstance(e.code, int) and 0 <= e.code < 200 else 1
     except MemoryError:
         return EXIT_MEMORY
@@ -252,50 +252,7 @@ def candidate_main(job: dict, code, fds: list[int]) -> int:
         traceback.print_exception(type(e), e, e.__traceback__, file=sys.stderr)
         return 1
     finally:
-        flush_std()
-
-
-def tester_main(job: dict, fds: list[int]) -> int:
-    """The tester's process (assert tests); trusted code only. fds: stdin, stdout, stderr,
-    link in, link out, secret, report, ready marker. Echoes the secret on the report pipe when `check` returned."""
-    enter_child(job, fds)
-    link = wire.Link(4, 3, job["output_limit"])
-    env = {"__name__": "test", "__builtins__": builtins}
-    try:
-        if job["setup_code"] is not None:
-            try:
-                exec(job["setup_code"], env)
-            except Exception:  # a statement that does not run on its own just gives no helpers
-                pass
-        entry, names = link.ask({"op": "start", "names": job["remote_names"]})
-        env.update(names)
-        exec(job["check_code"], env)
-        env["check"](entry)
-    except MemoryError:
-        return EXIT_MEMORY
-    except BaseException as e:  # the test failed, or the candidate failed it
-        try_send(6, {"error": f"{type(e).__name__}: {e}"[:300], "assert": isinstance(e, AssertionError),
-                     "unsupported": isinstance(e, wire.Unsupported), "output_limit": isinstance(e, wire.OverLimit)})
-        return 1
-    finally:
-        flush_std()
-    wire.write_all(6, _read(5, 64))
-    return 0
-
-
-def flush_std() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError, MemoryError):
-            pass
-
-
-def try_send(fd: int, obj) -> None:
-    try:
-        wire.send_frame(fd, obj)
-    except (OSError, ValueError, TypeError):
-        pass
+        wire.flush_std()
 
 
 def fork(body, *args) -> tuple[int, int]:
@@ -310,6 +267,111 @@ def fork(body, *args) -> tuple[int, int]:
     return pid, os.pidfd_open(pid)
 
 
+def exited(pidfd: int) -> bool:
+    return bool(select.select([pidfd], [], [], 0)[0])
+
+
+# ---------------------------------------------------------------- the tester (assert tests; tester.py)
+
+
+def tester_process(job: dict, control: int) -> int:
+    """The tester's process: fds 0-2 on /dev/null and the socket to us on 3, the run's limits but no CPU limit."""
+    null = os.open("/dev/null", os.O_RDWR)
+    wire.place_fds([null, null, null, control])
+    os.chdir("/tmp")
+    set_limits(job, cpu=False)
+    try:
+        return tester.serve(tester.CONTROL_FD)
+    except MemoryError:
+        return EXIT_MEMORY
+
+
+class Tester:
+    """This worker's tester process: forked when the first assert test comes, kept while it stays healthy.
+
+    It is replaced when it died, missed a report (a timeout, the output limit), runs under other limits than the
+    next job's, or was changed by a candidate (`process_state`, checked after every unit's sweep)."""
+
+    def __init__(self, job: dict):
+        self.limits = tester_limits(job)
+        self.sock, theirs = socket.socketpair()
+        self.pid, self.pidfd = fork(tester_process, job, theirs.fileno())
+        theirs.close()
+        self.state: tuple | None = None  # process_state once it first answered (its limits are set by then)
+
+    def begin(self, job: dict, fds: list[int]) -> dict | None:
+        """Hand it a unit (the test and the unit's fds); its answer ({"ready"}, {"unsupported"}, {"bad_test"}),
+        or None when it is gone."""
+        try:
+            self.sock.settimeout(10.0)  # analysing a test only compiles it
+            wire.send_frame_fds(self.sock, {"check": job["check"], "setup": job.get("setup") or "",
+                                            "workdir": job["workdir"], "output_limit": job["output_limit"]}, fds)
+            answer = wire.recv_frame_sock(self.sock, 1 << 16)
+            if answer is not None and self.state is None:
+                self.state = process_state(self.pid)
+        except (OSError, ValueError):  # ProcessLookupError included
+            return None
+        return answer if isinstance(answer, dict) else None
+
+    def usable(self) -> bool:
+        """After a unit's sweep, when no other process is left: alive, and its limits and scheduling as they were
+        when it started (`process_state`). One that a candidate stopped is continued first."""
+        try:
+            signal.pidfd_send_signal(self.pidfd, signal.SIGCONT)
+            return process_state(self.pid) == self.state and not exited(self.pidfd)
+        except ProcessLookupError:
+            return False
+
+    def retire(self) -> None:
+        try:
+            signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+        except OSError:
+            pass
+        try:
+            os.waitpid(self.pid, 0)
+        except ChildProcessError:  # reaped already (watch, or sweep's reap)
+            pass
+        os.close(self.pidfd)
+        self.sock.close()
+
+
+def tester_limits(job: dict) -> tuple:
+    return job["memory_mb"], job["disk_mb"], job["max_procs"]
+
+
+def retire_tester() -> None:
+    global TESTER
+    if TESTER is not None:
+        TESTER.retire()
+        TESTER = None
+
+
+def start_test(job: dict, fds: list[int]) -> dict | None:
+    """Hand the unit to the tester (a fresh one when there is none, or it has other limits). None when it is
+    ready for the candidate; else the unit's fate: the test cannot run this way, or no tester could start.
+    Either way no candidate process exists yet, so nothing here is ever the candidate's doing."""
+    global TESTER
+    answer = None
+    for _ in range(2):  # one that died between units (a candidate may kill it after its report) is replaced once
+        if TESTER is not None and TESTER.limits != tester_limits(job):
+            retire_tester()
+        if TESTER is None:
+            TESTER = Tester(job)
+        answer = TESTER.begin(job, fds)
+        if answer is not None:
+            break
+        retire_tester()
+    done = {"stdout": "", "seconds": 0.0}
+    if answer is None:
+        return {"fate": "exit", "code": EXIT_SETUP, "stderr": "the tester process failed to start", "results": [], **done}
+    if "bad_test" in answer:
+        return {"fate": "exit", "code": EXIT_SETUP, "stderr": str(answer["bad_test"]), "results": [], **done}
+    if "unsupported" in answer:  # an infrastructure limit, never a verdict on the candidate
+        return {"fate": "exit", "code": 0, "stderr": "", "results": [{"error": answer["unsupported"], "unsupported": True}],
+                **done}
+    return None
+
+
 # ---------------------------------------------------------------- one run
 
 
@@ -321,62 +383,9 @@ def compile_job(job: dict) -> tuple[object, str]:
         return None, f"{type(e).__name__}: {e}"
 
 
-def prepare_assert(job: dict) -> None:
-    """Compile the test and the statement for the tester, and find the names the test takes from the candidate.
-
-    Kept per (test, statement): the candidates of one problem (a GRPO group, a best-of-N pool) share it.
-    """
-    key = (job["check"], job.get("setup") or "")
-    if key not in PREPARED:
-        if len(PREPARED) >= 256:
-            PREPARED.pop(next(iter(PREPARED)))
-        PREPARED[key] = testcode.analyse_assert(job["check"], key[1])
-        preload_test_imports(ast.parse(job["check"]))
-    job["check_code"], job["setup_code"], job["remote_names"], job["unsupported"] = PREPARED[key]
-
-
-def preload_test_imports(tree: ast.AST) -> None:
-    """Import here, once, the modules a test imports at its top (pytest takes ~0.15 s), so that every forked
-    tester finds them loaded. Only the test's own imports (trusted code), never the candidate's, and only
-    those that import cleanly and leave a process single-threaded (`imports_cleanly`): the harness forks
-    every run, which must never happen with other threads alive."""
-    for node in tree.body:
-        names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-            [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else []
-        for name in names:
-            if name in sys.modules or name in NOT_PRELOADED:
-                continue
-            if not imports_cleanly(name):
-                NOT_PRELOADED.add(name)
-                continue
-            __import__(name)
-            gc.freeze()  # the new modules' objects, like PRELOAD's, are never scanned again
-            flush_std()  # what an import printed goes to the harness's own fds, never into a later run's
-
-
-def imports_cleanly(name: str) -> bool:
-    """Whether importing `name` succeeds and starts no thread, tried in a forked process first."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        ok = False
-        try:
-            __import__(name)
-            ok = len(os.listdir("/proc/self/task")) == 1
-        except BaseException:  # any failure means: do not import it in the harness
-            pass
-        os.write(w, b"1" if ok else b"0")
-        _exit(0)
-    os.close(w)
-    try:
-        return os.read(r, 1) == b"1"
-    finally:
-        os.close(r)
-        os.waitpid(pid, 0)
-
-
 def run_unit(job: dict, code, stdin_data: str | None) -> dict:
-    """Run one unit in fresh processes, watch it against the limits, kill everything left. Returns its fate."""
+    """Run one unit in a fresh candidate process (assert: against the tester), watch it against the limits, kill
+    everything left. Returns its fate."""
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     stdin_fd = os.memfd_create("stdin")
@@ -387,7 +396,7 @@ def run_unit(job: dict, code, stdin_data: str | None) -> dict:
     ours = [out_r, err_r]
     os.makedirs(job["workdir"], mode=0o700, exist_ok=True)
     start = time.monotonic()
-    res_r = secret_w = tester = None
+    res_r = tester = None
     ready_r, ready_w = os.pipe()  # the candidate's ready marker (enter_child)
     if job["kind"] == "call":
         res_r, res_w = os.pipe()
@@ -396,56 +405,52 @@ def run_unit(job: dict, code, stdin_data: str | None) -> dict:
     elif job["kind"] == "assert":
         req_r, req_w = os.pipe()  # tester -> candidate
         rep_r, rep_w = os.pipe()  # candidate -> tester
-        secret_r, secret_w = os.pipe()
-        res_r, res_w = os.pipe()  # tester -> harness: the report
-        tester_ready_r, tester_ready_w = os.pipe()
-        # the tester is set up before the candidate exists, so that no failure of its set-up can be the candidate's
-        tester = fork(tester_main, job, fds + [rep_r, req_w, secret_r, res_w, tester_ready_w])
-        os.close(tester_ready_w)
-        tester_ready = os.read(tester_ready_r, 1) == b"1"
-        os.close(tester_ready_r)
-        if not tester_ready:
-            os.waitpid(tester[0], 0)
-            for fd in fds + ours + [req_r, req_w, rep_r, rep_w, secret_r, secret_w, res_r, res_w, ready_r, ready_w,
-                                    tester[1]]:
+        early = start_test(job, fds + [rep_r, req_w])
+        if early is not None:
+            for fd in fds + ours + [req_r, req_w, rep_r, rep_w, ready_r, ready_w]:
                 os.close(fd)
-            sweep({os.getpid()})
             wipe_tmp()
-            return {"fate": "exit", "code": EXIT_SETUP, "stderr": "the tester process failed to start", "stdout": "",
-                    "results": [], "seconds": round(time.monotonic() - start, 4)}
+            return early
+        tester, res_r = (TESTER.pid, TESTER.pidfd), TESTER.sock.fileno()
+        start = time.monotonic()  # the unit's clock starts with the candidate's process
         cand = fork(candidate_main, job, code, fds + [req_r, rep_w, ready_w])
-        theirs = fds + [req_r, req_w, rep_r, rep_w, secret_r, res_w, ready_w]
+        theirs = fds + [req_r, req_w, rep_r, rep_w, ready_w]
     else:
         cand = fork(candidate_main, job, code, fds + [ready_w])
         theirs = fds + [ready_w]
     for fd in theirs:
         os.close(fd)
-    secret = b""
-    if secret_w is not None:  # made after the forks: no process but the tester ever holds it
-        secret = os.urandom(16).hex().encode()
-        wire.write_all(secret_w, secret)
-        os.close(secret_w)
+    secret = ""
+    if tester is not None:  # made after the fork: no process but the tester ever holds it
+        secret = os.urandom(16).hex()
+        wire.try_send(res_r, {"secret": secret})
+    fate: dict = {}
     try:
         fate = watch(job, start, cand, tester, out_r, err_r, res_r)
     finally:
-        for fd in ours + [res_r, cand[1]] + ([tester[1]] if tester else []):
-            if fd is not None:
-                os.close(fd)
-        sweep({os.getpid()}, (cand[0],) + ((tester[0],) if tester else ()))
+        for fd in ours + ([res_r] if tester is None and res_r is not None else []) + [cand[1]]:
+            os.close(fd)
+        # the tester lives on unless this unit was its and it did not report (it is killed here then)
+        kept = TESTER is not None and (tester is None or "report" in fate)
+        sweep({os.getpid()} | ({TESTER.pid} if kept else set()), (cand[0],) + ((tester[0],) if tester else ()))
         wipe_tmp()
         ran = os.read(ready_r, 1) == b"1"  # every writer is gone: data or end of file, at once
         os.close(ready_r)
-    if process_state(0) != BASELINE:  # checked after the sweep: no other process is left to change it
+    if process_state(0) != BASELINE:  # checked after the sweep, when no other process is left (see RLIMITS)
         fate["tampered"] = True
+    # after any unit, since a stdio or call candidate can reach the idle tester too: a changed tester is replaced.
+    # Its candidate is not failed for it: trusted test code may have changed it, and a change can only ever have
+    # failed that candidate's own test (less memory, fewer fds, lower priority), never passed it.
+    if TESTER is not None and (fate.get("tampered") or not kept or not TESTER.usable()):
+        retire_tester()
     if tester is None:
         fate["ran"] = ran
-    elif "candidate" in fate:
-        fate["candidate"]["ran"] = ran
-    if tester is not None:
-        raw = fate.pop("raw_results", b"")
-        fate["passed"] = bool(secret) and raw == secret
-        if not fate["passed"]:
-            wire.parse_frames(bytearray(raw), fate["results"])
+    else:
+        if "candidate" in fate:
+            fate["candidate"]["ran"] = ran
+        report = fate.pop("report", None)
+        fate["passed"] = isinstance(report, dict) and report.get("ok") == secret
+        fate["results"] = [report] if isinstance(report, dict) and not fate["passed"] else []
     fate["seconds"] = round(time.monotonic() - start, 4)
     return fate
 
@@ -460,9 +465,11 @@ def exit_fate(status: int) -> dict:
 
 
 def watch(job, start, cand, tester, out_r, err_r, res_r) -> dict:
-    """Drain the unit's pipes until the main process (the tester, else the candidate) exits or a limit hits.
+    """Drain the unit's pipes until the main process ends or a limit hits.
 
-    The fate is the main process's; for assert tests `candidate` holds the candidate's own when it ended first.
+    The main process is the candidate, or for assert tests the tester, which ends the unit with a report on its
+    socket (`res_r`) and lives on. The fate is the main process's: for assert tests `report` holds the tester's
+    report when one came, and `candidate` the candidate's own fate when it ended first.
     """
     per_case = job["timeout"]
     deadline = start + per_case + job["startup_s"]
@@ -475,18 +482,18 @@ def watch(job, start, cand, tester, out_r, err_r, res_r) -> dict:
     open_fds = {out_r: out, err_r: err}
     if res_r is not None:
         open_fds[res_r] = res
-    exited = False
+    done = False
     while not fate:
         now = time.monotonic()
         if now >= deadline:
             fate = {"fate": "timeout"}
             break
-        # once the main process has exited, only drain what is already in the pipes (never wait for writers left behind)
-        waiting = [] if exited else [main_fd] + ([cand[1]] if tester and cand_fate is None else [])
-        ready, _, _ = select.select(list(open_fds) + waiting, [], [], 0.0 if exited else deadline - now)
+        # once the main process has ended, only drain what is already in the pipes (never wait for writers left behind)
+        waiting = [] if done else [main_fd] + ([cand[1]] if tester and cand_fate is None else [])
+        ready, _, _ = select.select(list(open_fds) + waiting, [], [], 0.0 if done else deadline - now)
         for fd in ready:
             if fd == main_fd:
-                exited = True
+                done = True
             elif tester and fd == cand[1]:
                 cand_fate = exit_fate(os.waitpid(cand[0], 0)[1])
             else:
@@ -502,22 +509,23 @@ def watch(job, start, cand, tester, out_r, err_r, res_r) -> dict:
                 if len(out) + len(res) > limit:
                     fate = {"fate": "output_limit"}
                     break
-                if fd == res_r and job["kind"] == "call":
+                if fd == res_r:
                     before = len(results)
                     wire.parse_frames(res, results)
-                    if len(results) > before:  # the per-case clock restarts at each answer
+                    if tester and results:
+                        done = True  # the tester's report: it closed the unit's fds before sending it
+                    elif len(results) > before:  # the per-case clock restarts at each answer
                         deadline = time.monotonic() + per_case
-        if exited and not ready:
+        if done and not ready:
             break
     if not fate:
-        fate = exit_fate(os.waitpid(main_pid, 0)[1])
+        fate = {"fate": "exit", "code": 0, "report": results[0]} if tester and results else \
+            exit_fate(os.waitpid(main_pid, 0)[1])
     if cand_fate is not None:
         fate["candidate"] = cand_fate
     fate["stdout"] = out.decode("utf-8", "replace") if job["kind"] == "stdio" else ""
     fate["stderr"] = err.decode("utf-8", "replace")[-500:]
     fate["results"] = results
-    if tester:
-        fate["raw_results"] = bytes(res)
     return fate
 
 
@@ -536,15 +544,6 @@ def run_job(job: dict) -> dict:
             if fate["fate"] in ("timeout", "memory_limit", "output_limit") or fate.get("tampered"):
                 break  # later cases would hit the same limit; they count as not passed
         return {"units": units}
-    if job["kind"] == "assert":
-        try:
-            prepare_assert(job)
-        except (SyntaxError, ValueError, MemoryError, RecursionError) as e:  # the problem's test, not the candidate
-            return {"units": [{"fate": "exit", "code": EXIT_SETUP, "stderr": f"the test does not compile: {e}",
-                               "stdout": "", "results": [], "seconds": 0.0}]}
-        if job["unsupported"]:  # an infrastructure limit, never a verdict on the candidate: no process runs
-            return {"units": [{"fate": "exit", "code": 0, "stderr": "", "stdout": "", "seconds": 0.0,
-                               "results": [{"error": job["unsupported"], "unsupported": True}]}]}
     job["cpu_cases"] = len(job.get("inputs") or [None])
     return {"units": [run_unit(job, code, None)]}
 

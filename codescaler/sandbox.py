@@ -15,7 +15,8 @@ minimal /dev and /proc, an environment of PATH only, and no view of the problem
 files, the caller's home or working directory. Inside it the harness
 (`codescaler/harness.py`) forks a fresh process per candidate run with rlimits
 (address space, CPU, file size, processes, open files), and afterwards SIGKILLs
-every other process in the sandbox and empties /tmp. Workers run one candidate
+every other process in the sandbox (but the worker's tester, which runs only
+trusted test code) and empties /tmp. Workers run one candidate
 at a time, so a candidate never sees another's run. The harness refuses to
 start outside private PID and user namespaces (its clean-up kills everything it
 can see, which must only ever be the sandbox).
@@ -26,17 +27,18 @@ Threat model, honestly:
   come back and this process compares them. Nothing the candidate does inside
   its process can forge a pass (an object with a forged __eq__ cannot even be
   sent back).
-* assert tests: the test runs in a tester process of its own, forked from
-  the harness next to the candidate's and holding only trusted code (the
-  problem statement and the test). It reaches the candidate's module through
+* assert tests: the test runs in the worker's tester process, forked from
+  the harness once and kept for the tests that follow (modules a test imports
+  stay loaded, as in one pytest session), holding only trusted code (problem
+  statements and tests). It reaches the candidate's module through
   `wire.Remote` proxies: calls, attribute and item reads are requests to the
   candidate's process, and what comes back is a fresh copy of plain data or an
   opaque handle (compared by identity, so a forged __eq__ never decides).
   Helpers the statement implements (HumanEval's poly) stay the statement's own.
   A pass needs the tester to echo a per-run secret, given to it after the
-  fork, on a pipe only it and the harness hold; both are non-dumpable, so the
-  candidate (same uid) cannot read their memory or fds through /proc or
-  ptrace. The candidate can make the test fail (exit, kill the tester, send
+  candidate's fork, on a socket only it and the harness hold; both are
+  non-dumpable, so the candidate (same uid) cannot read their memory or fds
+  through /proc or ptrace. The candidate can make the test fail (exit, kill the tester, send
   garbage on the link), never pass. A test that hands the candidate a function
   or an object of its own cannot run this way: `sandbox_error`, never a
   verdict on the code. Semantics that differ from one shared module: a
@@ -47,6 +49,8 @@ Threat model, honestly:
   prlimit, raise its nice value, or change its scheduling policy or CPU
   affinity, which later runs would inherit. The harness checks itself after
   every run's sweep; a run that changed it fails, and the worker is replaced.
+  The tester is checked too (and continued, if a candidate stopped it): one
+  that died or changed is replaced before the next test.
 * Not covered: kernel exploits (bwrap is not a VM), side channels, and the
   machine as a whole: there are no cgroups, so `memory_mb` limits each process's
   address space (max_procs x memory_mb in the worst case) and CPU time is per
@@ -75,14 +79,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from typing import Callable, Iterable, Iterator
 
-from codescaler import harness, testcode, verdicts, wire
+from codescaler import harness, testcode, tester, verdicts, wire
 from codescaler.records import Problem, Status, Verdict
 
 ISOLATIONS = ("auto", "bwrap", "unshare")
 NOBODY = 65534
 SANDBOX_PATH = "/usr/bin:/bin"
 HARNESS_IN_SANDBOX = "/opt/codescaler/harness.py"  # the modules it imports sit next to it
-HARNESS_FILES = (harness.__file__, wire.__file__, testcode.__file__)
+HARNESS_FILES = (harness.__file__, wire.__file__, testcode.__file__, tester.__file__)
 
 
 @dataclass

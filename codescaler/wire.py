@@ -18,9 +18,11 @@
 from __future__ import annotations
 
 import builtins
+import fcntl
 import json
 import math
 import os
+import socket
 import struct
 import sys
 
@@ -179,6 +181,35 @@ def _recv(read, limit: int):
     return None if body is None else json.loads(body)
 
 
+def try_send(fd: int, obj) -> None:
+    """`send_frame`, ignoring a reader that is gone."""
+    try:
+        send_frame(fd, obj)
+    except (OSError, ValueError, TypeError):
+        pass
+
+
+def send_frame_fds(sock: socket.socket, obj, fds: list[int]) -> None:
+    """A frame with open fds attached (SCM_RIGHTS on its first bytes): the receiver gets its own copies."""
+    data = json.dumps(obj).encode()
+    data = struct.pack("!I", len(data)) + data
+    sent = socket.send_fds(sock, [data], fds)
+    sock.sendall(data[sent:])
+
+
+def recv_frame_fds(sock: socket.socket, max_fds: int) -> tuple[object, list[int]]:
+    """(the frame's object, the fds that came with it), or (None, []) at end of stream."""
+    head, fds, _, _ = socket.recv_fds(sock, 4, max_fds)
+    rest = _exact(sock.recv, 4 - len(head)) if head else None
+    if rest is None:
+        for fd in fds:
+            os.close(fd)
+        return None, []
+    (n,) = struct.unpack("!I", head + rest)
+    body = _exact(sock.recv, n)
+    return (None if body is None else json.loads(body)), fds
+
+
 def parse_frames(buf: bytearray, results: list) -> None:
     """Move the complete frames at the start of `buf` into `results` ({"garbled": True} for non-JSON)."""
     while len(buf) >= 4:
@@ -190,6 +221,25 @@ def parse_frames(buf: bytearray, results: list) -> None:
         except ValueError:
             results.append({"garbled": True})
         del buf[:4 + n]
+
+
+# ---------------------------------------------------------------- fds and streams of forked processes
+
+
+def place_fds(fds: list[int]) -> None:
+    """Make fds[i] fd number i, and close every other fd of this process."""
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 64) for fd in fds]  # out of the way of the targets first
+    for target, fd in enumerate(high):
+        os.dup2(fd, target)
+    os.closerange(len(fds), 1 << 16)
+
+
+def flush_std() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, MemoryError):
+            pass
 
 
 # ---------------------------------------------------------------- the candidate's side of the link

@@ -20,9 +20,9 @@ import uuid
 
 import pytest
 
-from codescaler import harness, testcode, wire
+from codescaler import harness, wire
 from codescaler.records import Problem, Status
-from codescaler.sandbox import SandboxConfig, Verifier, verify_batch, verify_one
+from codescaler.sandbox import HARNESS_FILES, SandboxConfig, Verifier, verify_batch, verify_one
 from codescaler.verdicts import plain_equal, stdio_matches
 
 ADD_STDIO = Problem(id="add_stdio", prompt="", tests={"kind": "stdio", "cases": [
@@ -311,19 +311,20 @@ def test_a_tests_import_that_prints_never_reaches_a_later_run():
     assert [x.status for x in verdicts] == [Status.PASSED, Status.PASSED], verdicts
 
 
-def test_test_imports_are_preloaded_unless_they_start_threads(world_readable_dir):
-    # The harness imports a test's own imports once, so forked runs find them loaded, but it forks every run
-    # and must stay single-threaded: an import that starts a thread is left to each tester. The candidate
-    # below sees in its own sys.modules what the harness preloaded.
-    (world_readable_dir / "quiet.py").write_text("VALUE = 5\n")
+def test_a_tests_imports_stay_loaded_in_the_tester_never_in_the_candidate(world_readable_dir):
+    # The worker's tester imports a test's modules once and keeps them (pytest alone takes ~0.15 s), as one pytest
+    # session would: module state carries over to the worker's next tests. The candidate's process never has them.
+    # An import that starts a thread is fine: the tester never forks.
+    (world_readable_dir / "counted.py").write_text("RUNS = 0\n")
     (world_readable_dir / "spawner.py").write_text("import threading, time\n"
                                                    "threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n"
-                                                   "VALUE = 5\n")
-    problems = {m: Problem(id=m, prompt="", tests={"kind": "assert", "entry_point": "seen", "code": (
-        f"import {m}\ndef check(candidate):\n    assert candidate('{m}') == {m == 'quiet'}\n")}) for m in ("quiet", "spawner")}
+                                                   "RUNS = 0\n")
+    problems = {f"{m}{n}": Problem(id=f"{m}{n}", prompt="", tests={"kind": "assert", "entry_point": "seen", "code": (
+        f"import {m}\n{m}.RUNS += 1\ndef check(candidate):\n    assert candidate('{m}') is False\n"
+        f"    assert {m}.RUNS == {n}\n")}) for m in ("counted", "spawner") for n in (1, 2)}
     code = "import sys\ndef seen(module):\n    return module in sys.modules\n"
     with Verifier(SandboxConfig(workers=1, timeout_s=2.0, extra_paths=(str(world_readable_dir),))) as v:
-        verdicts = v.verify(problems, [("spawner", code), ("quiet", code), ("spawner", code)])
+        verdicts = v.verify(problems, [("counted1", code), ("spawner1", code), ("counted2", code), ("spawner2", code)])
     assert all(x.passed and "isolation" not in x.detail for x in verdicts), verdicts
 
 
@@ -415,6 +416,48 @@ def test_changing_the_limits_or_scheduling_of_the_sandbox_is_caught(problem, att
         first, *later = v.verify(PROBLEMS, [(problem.id, code)] + [(problem.id, honest)] * 3)
     assert first.status is Status.RUNTIME_ERROR and "sandbox's own processes" in first.detail, first
     assert all(x.passed for x in later), later
+
+
+HONEST = {"stdio": "print(sum(map(int, input().split())))\n", "call": "def add(a, b):\n    return a + b\n",
+          "assert": "def add(a, b):\n    return a + b\n"}
+# the tester is the sandbox's one process that is not pid 1, the harness (our parent) or ourselves
+FIND_TESTER = ("import os, resource, select, signal\n"
+               "tester = [int(p) for p in os.listdir('/proc') if p.isdigit() and int(p) not in (1, os.getpid(), os.getppid())][0]\n")
+
+
+@pytest.mark.parametrize("attack", [
+    "os.kill(tester, signal.SIGKILL)",
+    "os.kill(tester, signal.SIGTERM)",
+    "os.kill(tester, signal.SIGINT)",
+    "os.kill(tester, signal.SIGSTOP)",
+    "resource.prlimit(tester, resource.RLIMIT_NOFILE, (8, 8))",
+    "resource.prlimit(tester, resource.RLIMIT_AS, (32 << 20, 32 << 20))",
+    "os.setpriority(os.PRIO_PROCESS, tester, 19)",
+])
+@pytest.mark.parametrize("problem", [ADD_STDIO, ADD_ASSERT])
+def test_a_candidate_cannot_spoil_the_tester_for_later_candidates(problem, attack):
+    # The tester outlives the units it serves. A candidate of the same uid can signal it or change its limits and
+    # scheduling, during its own test or (stdio, call) while it waits. That can fail the candidate's own run (never as
+    # a sandbox error) and never pass it, and the candidates after it get a tester that works.
+    kind = problem.tests["kind"]
+    with Verifier(SandboxConfig(workers=1, timeout_s=1.0, startup_s=0.5)) as v:
+        items = [(ADD_ASSERT.id, HONEST["assert"]), (problem.id, FIND_TESTER + attack + "\n" + HONEST[kind])]
+        before, attacker, *later = v.verify(PROBLEMS, items + [(ADD_ASSERT.id, HONEST["assert"])] * 2)
+    # passed, and not after waiting out a stopped tester (the harness gives up on one after 10 s and starts another)
+    assert before.passed and all(x.passed and x.seconds < 5.0 for x in later), (before, later)
+    assert attacker.status is not Status.SANDBOX_ERROR, attacker
+
+
+def test_a_tester_stopped_right_after_its_report_is_continued():
+    # A child of the candidate waits until the tester closes the link, which it does just before it reports, and stops
+    # it then. The harness continues the tester after each unit, so the next candidate does not wait on a stopped one.
+    stopper = FIND_TESTER + ("if os.fork() == 0:\n    p = select.poll()\n    p.register(3, select.POLLHUP)\n"
+                             "    p.poll()\n    os.kill(tester, signal.SIGSTOP)\n    os._exit(0)\n") + HONEST["assert"]
+    with Verifier(SandboxConfig(workers=1, timeout_s=1.0, startup_s=0.5)) as v:
+        verdicts = v.verify(PROBLEMS, [(ADD_ASSERT.id, stopper), (ADD_ASSERT.id, HONEST["assert"])] * 4)
+    stopped, honest = verdicts[0::2], verdicts[1::2]
+    assert all(x.status in (Status.PASSED, Status.TIMEOUT) for x in stopped), stopped  # stopped after or before it
+    assert all(x.passed and x.seconds < 5.0 for x in honest), honest  # not after waiting out a stopped tester
 
 
 def test_detached_children_do_not_survive(verifier, sentinel):
@@ -538,8 +581,8 @@ def test_harness_refuses_to_run_unconfined(tmp_path):
     # started directly (no sandbox), the harness exits at once without running anything; it runs from a folder
     # holding only itself and the modules it imports, as in the sandbox (else codescaler/select.py would shadow
     # the stdlib's)
-    for module in (harness, wire, testcode):
-        (tmp_path / os.path.basename(module.__file__)).write_bytes(open(module.__file__, "rb").read())
+    for path in HARNESS_FILES:
+        (tmp_path / os.path.basename(path)).write_bytes(open(path, "rb").read())
     a, b = socket.socketpair()
     proc = subprocess.run([sys.executable, "-E", "-s", "-S", str(tmp_path / "harness.py"), str(b.fileno()),
                            harness.host_namespaces()], pass_fds=[b.fileno()], capture_output=True, timeout=30)
