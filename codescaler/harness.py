@@ -57,9 +57,10 @@ except ImportError:  # inside the sandbox these are mounted next to this file (t
     import wire
 
 CONTROL_FD = 3  # set from argv; the candidate never holds it
-# Set by `main` only after `confinement_problem` found this process in private PID and user
-# namespaces. `sweep` (kill everything visible) refuses to run before that: outside a PID
-# namespace as root it would kill every process on the machine.
+# Set by `main` only after `confinement_problem` found this process in private PID, user and mount
+# namespaces with a tmpfs of its own on /tmp. `sweep` (kill everything visible) and `wipe_tmp` refuse
+# to run before that: outside the sandbox they would kill every process it can see and empty the
+# machine's /tmp.
 CONFINED = False
 # Exit codes of the candidate wrapper; a candidate may fake them, but none means "passed".
 EXIT_MEMORY = 201
@@ -87,25 +88,28 @@ TESTER = None  # this worker's `Tester` while it has a healthy one
 
 
 def host_namespaces() -> str:
-    """The caller's PID and user namespaces, e.g. "pid:[4026531836],user:[4026531837]" (given to the harness)."""
-    return ",".join(os.readlink(f"/proc/self/ns/{ns}") for ns in ("pid", "user"))
+    """The caller's PID, user and mount namespaces, e.g. "pid:[4026531836],user:[4026531837],mnt:[4026531841]"
+    (given to the harness)."""
+    return ",".join(os.readlink(f"/proc/self/ns/{ns}") for ns in ("pid", "user", "mnt"))
 
 
 def confinement_problem(host_ns: str) -> str:
     """Why this process must not run candidates, or "" when it is confined.
 
-    Confined means: in a PID namespace and a user namespace other than the
-    host's (`host_ns`, the parent's `host_namespaces()`). In a private PID
-    namespace no process outside it can even be named by kill(); in a private
-    user namespace no capability of the host applies.
+    Confined means: in PID, user and mount namespaces other than the host's
+    (`host_ns`, the parent's `host_namespaces()`), with a tmpfs mounted on /tmp.
+    In a private PID namespace no process outside it can even be named by
+    kill(); in a private user namespace no capability of the host applies; and
+    the /tmp this process empties after every run is its own.
     """
     try:
-        pid_ns, user_ns = host_ns.split(",")
-        if os.readlink("/proc/self/ns/pid") == pid_ns:
-            return "not in a private PID namespace"
-        if os.readlink("/proc/self/ns/user") == user_ns:
-            return "not in a private user namespace"
-    except (OSError, ValueError) as e:
+        for ns, host in zip(("pid", "user", "mnt"), host_ns.split(",")):
+            if os.readlink(f"/proc/self/ns/{ns}") == host:
+                return f"not in a private {ns} namespace"
+        with open("/proc/self/mountinfo") as f:  # fields: id parent major:minor root mount-point ... - fstype ...
+            if not any(line.split()[4] == "/tmp" and line.split(" - ")[1].split()[0] == "tmpfs" for line in f):
+                return "/tmp is not a tmpfs of the sandbox's own"
+    except (OSError, ValueError, IndexError) as e:
         return f"cannot check confinement ({type(e).__name__}: {e})"
     return ""
 
@@ -159,6 +163,8 @@ def reap() -> None:
 
 def wipe_tmp() -> None:
     """Empty /tmp (the sandbox's own tmpfs); raise when something stays, so the worker is replaced."""
+    if not CONFINED:
+        raise RuntimeError("wipe_tmp() outside a verified sandbox would empty the machine's /tmp")
     for root, dirs, files in os.walk("/tmp", topdown=False):
         for name in files + dirs:
             path = os.path.join(root, name)

@@ -211,7 +211,8 @@ class _Launch:
         # -E -s -S -B: no environment, user site or site; not -I, so that the script's directory (the harness
         # and wire.py alone) is sys.path[0] until the harness drops it
         py = [self.python, "-E", "-s", "-S", "-B"]
-        # the harness refuses to run when its PID or user namespace is this one (harness.confinement_problem)
+        # the harness refuses to run in this PID, user or mount namespace, or without a /tmp of its own
+        # (harness.confinement_problem)
         host_ns = harness.host_namespaces()
         extra = [os.path.realpath(p) for p in self.config.extra_paths]
         kw = dict(stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

@@ -578,6 +578,8 @@ def test_harness_refuses_to_run_unconfined(tmp_path):
     assert harness.confinement_problem(harness.host_namespaces()) != ""
     with pytest.raises(RuntimeError):
         harness.sweep({os.getpid()})
+    with pytest.raises(RuntimeError):
+        harness.wipe_tmp()
     # started directly (no sandbox), the harness exits at once without running anything; it runs from a folder
     # holding only itself and the modules it imports, as in the sandbox (else codescaler/select.py would shadow
     # the stdlib's)
@@ -588,6 +590,19 @@ def test_harness_refuses_to_run_unconfined(tmp_path):
                            harness.host_namespaces()], pass_fds=[b.fileno()], capture_output=True, timeout=30)
     a.close(), b.close()
     assert proc.returncode == 3 and b"refusing" in proc.stderr, proc.stderr
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs util-linux unshare")
+def test_harness_needs_private_namespaces_and_a_tmp_of_its_own():
+    # private PID, user and mount namespaces are not enough while /tmp is the machine's: the harness empties it
+    probe = (f"import sys; sys.path.insert(0, {os.path.dirname(os.path.dirname(harness.__file__))!r}); "
+             f"from codescaler import harness; print(repr(harness.confinement_problem({harness.host_namespaces()!r})))")
+    namespaces = ["unshare", "--user", "--map-root-user", "--pid", "--fork", "--mount", "--mount-proc"]
+    shared_tmp = subprocess.run(namespaces + [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    own_tmp = subprocess.run(namespaces + ["sh", "-c", 'mount -t tmpfs tmpfs /tmp && exec "$@"', "sh", sys.executable,
+                                           "-c", probe], capture_output=True, text=True, timeout=60)
+    assert shared_tmp.stdout.strip() == repr("/tmp is not a tmpfs of the sandbox's own"), shared_tmp
+    assert own_tmp.stdout.strip() == repr(""), own_tmp
 
 
 # ---------------------------------------------------------------- HumanEval
