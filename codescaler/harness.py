@@ -12,9 +12,10 @@ PID namespace (but its tester) and empties /tmp, so nothing a candidate started
 survives. Candidate code is compiled here, before the fork (a syntax error
 needs no process).
 
-The harness refuses to start unless it is in PID and user namespaces other
-than the caller's (`confinement_problem`): `sweep` kills every process it can
-see, which is only safe inside the sandbox's own PID namespace.
+The harness refuses to start unless it is in PID, user and mount namespaces
+other than the caller's, with a tmpfs of its own on /tmp (`confinement_problem`):
+`sweep` kills every process it can see and `wipe_tmp` empties /tmp, which is
+only safe inside the sandbox.
 
 The harness is non-dumpable, and so is every process forked from it: another
 process of the same uid cannot ptrace it or read its memory and fds through
@@ -74,7 +75,7 @@ ENVIRONMENT = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "OMP_NUM_THREADS": "1"} 
 # ~50 us per MB here), so not hashlib: its OpenSSL adds 3.7 MB for a module few solutions import.
 PRELOAD = ("typing", "math", "re", "collections", "itertools", "functools", "heapq", "bisect", "string",
            "random", "fractions", "decimal", "copy", "statistics", "dataclasses", "operator")
-_read, _exit = os.read, os._exit
+_exit = os._exit
 # A process of the sandbox's uid may lower another one's rlimits (prlimit), raise its nice value, or change its
 # scheduling policy or CPU affinity, with no ptrace rights. The harness outlives every run, and later runs would
 # inherit or suffer such a change, so after each run it compares itself with how it started (`process_state`)
