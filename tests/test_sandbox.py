@@ -394,6 +394,10 @@ def test_killing_the_parent_and_everything(verifier, sentinel):
     assert run(verifier, ADD_STDIO, "print(sum(map(int, input().split())))").passed
 
 
+HONEST = {"stdio": "print(sum(map(int, input().split())))\n", "call": "def add(a, b):\n    return a + b\n",
+          "assert": "def add(a, b):\n    return a + b\n"}
+
+
 @pytest.mark.parametrize("attack", [
     "resource.prlimit(os.getppid(), resource.RLIMIT_CPU, (1, 1))",
     "resource.prlimit(os.getppid(), resource.RLIMIT_STACK, (1 << 16, 1 << 16))",
@@ -408,21 +412,18 @@ def test_changing_the_limits_or_scheduling_of_the_sandbox_is_caught(problem, att
     # that did it does not pass, and the worker is replaced before the next candidate.
     if "affinity" in attack and len(os.sched_getaffinity(0)) < 2:
         pytest.skip("one CPU: no affinity to change")
-    code = f"import os, resource\n{attack}\ndef add(a, b):\n    return a + b\n" + (
-        "print(sum(map(int, input().split())))\n" if problem.tests["kind"] == "stdio" else "")
-    honest = "print(sum(map(int, input().split())))\n" if problem.tests["kind"] == "stdio" else \
-        "def add(a, b):\n    return a + b\n"
+    honest = HONEST[problem.tests["kind"]]
     with Verifier(SandboxConfig(workers=1, timeout_s=2.0)) as v:
-        first, *later = v.verify(PROBLEMS, [(problem.id, code)] + [(problem.id, honest)] * 3)
+        attacker = (problem.id, f"import os, resource\n{attack}\n{honest}")
+        first, *later = v.verify(PROBLEMS, [attacker] + [(problem.id, honest)] * 3)
     assert first.status is Status.RUNTIME_ERROR and "sandbox's own processes" in first.detail, first
     assert all(x.passed for x in later), later
 
 
-HONEST = {"stdio": "print(sum(map(int, input().split())))\n", "call": "def add(a, b):\n    return a + b\n",
-          "assert": "def add(a, b):\n    return a + b\n"}
 # the tester is the sandbox's one process that is not pid 1, the harness (our parent) or ourselves
 FIND_TESTER = ("import os, resource, select, signal\n"
-               "tester = [int(p) for p in os.listdir('/proc') if p.isdigit() and int(p) not in (1, os.getpid(), os.getppid())][0]\n")
+               "tester = [int(p) for p in os.listdir('/proc')\n"
+               "          if p.isdigit() and int(p) not in (1, os.getpid(), os.getppid())][0]\n")
 
 
 @pytest.mark.parametrize("attack", [
