@@ -304,13 +304,13 @@ class Tester:
         self.sock, theirs = socket.socketpair()
         self.pid, self.pidfd = fork(tester_process, job, theirs.fileno())
         theirs.close()
+        self.sock.settimeout(10.0)  # for its answer to a unit: analysing a test only compiles it
         self.state: tuple | None = None  # process_state once it first answered (its limits are set by then)
 
     def begin(self, job: dict, fds: list[int]) -> dict | None:
         """Hand it a unit (the test and the unit's fds); its answer ({"ready"}, {"unsupported"}, {"bad_test"}),
         or None when it is gone."""
         try:
-            self.sock.settimeout(10.0)  # analysing a test only compiles it
             wire.send_frame_fds(self.sock, {"check": job["check"], "setup": job.get("setup") or "",
                                             "workdir": job["workdir"], "output_limit": job["output_limit"]}, fds)
             answer = wire.recv_frame_sock(self.sock, 1 << 16)
