@@ -49,12 +49,10 @@ import signal
 import socket
 import sys
 import time
-import traceback
 
 try:
-    from codescaler import tester, wire
+    from codescaler import wire
 except ImportError:  # inside the sandbox these are mounted next to this file (the script's directory, sys.path[0])
-    import tester
     import wire
 
 CONTROL_FD = 3  # set from argv; the candidate never holds it
@@ -83,6 +81,7 @@ _exit = os._exit
 RLIMITS = tuple(getattr(resource, n) for n in sorted(dir(resource)) if n.startswith("RLIMIT_"))
 BASELINE: tuple = ()  # process_state(0) when the harness started
 TESTER = None  # this worker's `Tester` while it has a healthy one
+HERE = ""  # the harness's directory (set by `main`), where the tester's modules are
 
 
 # ---------------------------------------------------------------- process hygiene
@@ -256,7 +255,7 @@ def candidate_main(job: dict, code, fds: list[int]) -> int:
     except MemoryError:
         return EXIT_MEMORY
     except BaseException as e:  # the candidate's own error, reported as a failure
-        traceback.print_exception(type(e), e, e.__traceback__, file=sys.stderr)
+        sys.__excepthook__(type(e), e, e.__traceback__)  # to sys.stderr, in C: no traceback module to preload
         return 1
     finally:
         wire.flush_std()
@@ -282,7 +281,16 @@ def exited(pidfd: int) -> bool:
 
 
 def tester_process(job: dict, control: int) -> int:
-    """The tester's process: fds 0-2 on /dev/null and the socket to us on 3, the run's limits but no CPU limit."""
+    """The tester's process: fds 0-2 on /dev/null and the socket to us on 3, the run's limits but no CPU limit.
+
+    tester.py (and testcode.py, with `ast`) is imported here, never in the harness: every page the harness holds
+    is copied into page tables at each fork."""
+    try:
+        from codescaler import tester
+    except ImportError:  # inside the sandbox: from the harness's directory, which `main` took off sys.path
+        sys.path.insert(0, HERE)
+        import tester
+        sys.path.remove(HERE)
     null = os.open("/dev/null", os.O_RDWR)
     wire.place_fds([null, null, null, control])
     os.chdir("/tmp")
@@ -560,15 +568,15 @@ def run_job(job: dict) -> dict:
 
 def main(argv: list[str]) -> int:
     """harness.py CONTROL_FD HOST_NS [EXTRA_SYS_PATH...]"""
-    global CONTROL_FD, CONFINED, BASELINE
+    global CONTROL_FD, CONFINED, BASELINE, HERE
     CONTROL_FD, host_ns = int(argv[1]), argv[2]
     why = confinement_problem(host_ns)
     if why:
         print(f"harness: refusing to run: {why}", file=sys.stderr)
         return 3
     CONFINED = True
-    here = os.path.dirname(os.path.abspath(__file__))
-    sys.path[:] = [p for p in sys.path if p != here] + argv[3:]  # candidates cannot import the harness by name
+    HERE = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if p != HERE] + argv[3:]  # candidates cannot import the harness by name
     ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     os.environ.clear()

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import ast
 import builtins
+import symtable
 
 
 def analyse_assert(check: str, setup: str) -> tuple:
     """(test code object, statement code object or None, names the test takes from the candidate's module,
     why the test cannot run in a tester of its own or "")."""
     check_code = compile(check, "test.py", "exec", dont_inherit=True)
-    check_tree = ast.parse(check)
     provided = set()
     try:
         tree = ast.parse(setup)
@@ -27,20 +27,25 @@ def analyse_assert(check: str, setup: str) -> tuple:
             provided |= {(a.asname or a.name).split(".")[0] for a in node.names}
         elif isinstance(node, ast.Assign):
             provided |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+    names = sorted(free_globals(check) - provided - set(vars(builtins)))
+    return check_code, setup_code, names, reaches_into_candidate_source(check)
+
+
+def free_globals(code: str) -> set[str]:
+    """The names `code` loads as globals and binds nowhere, in any scope (from its symbol table: a big test's
+    literals never become Python objects, as they would in `ast.parse`)."""
     loaded, bound = set(), set()
-    for node in ast.walk(check_tree):
-        if isinstance(node, ast.Name):
-            (loaded if isinstance(node.ctx, ast.Load) else bound).add(node.id)
-        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            bound.add(node.name)
-        elif isinstance(node, ast.arg):
-            bound.add(node.arg)
-        elif isinstance(node, ast.alias):
-            bound.add((node.asname or node.name).split(".")[0])
-        elif isinstance(node, ast.ExceptHandler) and node.name:
-            bound.add(node.name)
-    names = sorted(loaded - bound - provided - set(vars(builtins)))
-    return check_code, setup_code, names, reaches_into_candidate(check_tree)
+    tables = [symtable.symtable(code, "test.py", "exec")]
+    while tables:
+        table = tables.pop()
+        tables.extend(table.get_children())
+        module = table.get_type() == "module"
+        for sym in table.get_symbols():
+            if sym.is_assigned() or sym.is_imported() or sym.is_parameter() or sym.is_namespace():
+                bound.add(sym.get_name())
+            if sym.is_referenced() and (module or sym.is_global()):
+                loaded.add(sym.get_name())
+    return loaded - bound
 
 
 # What a test uses to change the process it runs in: in a tester of its own that is not the candidate's process.
@@ -63,6 +68,14 @@ def reaches_into_candidate(tree: ast.AST) -> str:
                 if (getattr(node, "module", None) or alias.name).split(".")[-1] == "mock" or alias.name in PATCHING_NAMES:
                     return "the test imports mock, which would patch the candidate's process"
     return ""
+
+
+def reaches_into_candidate_source(code: str) -> str:
+    """`reaches_into_candidate` of the code, parsed only when one of the names it looks for is in the text
+    (an ASCII text: other identifiers may normalise to one of them)."""
+    if code.isascii() and not any(name in code for name in PATCHING_NAMES | STD_STREAMS | {"mock"}):
+        return ""
+    return reaches_into_candidate(ast.parse(code))
 
 
 def is_stub(fn: ast.AST) -> bool:
