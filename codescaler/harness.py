@@ -20,7 +20,8 @@ only safe inside the sandbox.
 The harness is non-dumpable, and so is every process forked from it: another
 process of the same uid cannot ptrace it or read its memory and fds through
 /proc. What such a process can still do to a long-lived one (signals, prlimit,
-nice, affinity) is checked after every unit (`process_state`, `Tester.usable`).
+nice, affinity) the candidate's syscall filter refuses (seccomp.py), and it is
+checked after every unit all the same (`process_state`, `Tester.usable`).
 Results:
 
 * stdio: the parent gets the raw stdout and compares it.
@@ -51,8 +52,9 @@ import sys
 import time
 
 try:
-    from codescaler import wire
+    from codescaler import seccomp, wire
 except ImportError:  # inside the sandbox these are mounted next to this file (the script's directory, sys.path[0])
+    import seccomp
     import wire
 
 CONTROL_FD = 3  # set from argv; the candidate never holds it
@@ -82,6 +84,11 @@ RLIMITS = tuple(getattr(resource, n) for n in sorted(dir(resource)) if n.startsw
 BASELINE: tuple = ()  # process_state(0) when the harness started
 TESTER = None  # this worker's `Tester` while it has a healthy one
 HERE = ""  # the harness's directory (set by `main`), where the tester's modules are
+# The candidate's syscall filter (seccomp.py), which refuses its signals and limit changes aimed at our processes:
+# whether the kernel takes one (probed by `main`), our process group, and the filter for the current tester.
+FILTERS = False
+GROUP = 0
+FILTER = None
 
 
 # ---------------------------------------------------------------- process hygiene
@@ -194,8 +201,9 @@ def set_limits(job: dict, cpu: bool = True) -> None:
         resource.setrlimit(res, (val, val))
 
 
-def enter_child(job: dict, fds: list[int]) -> None:
-    """In a freshly forked process: `fds` become 0..n-1 and every other fd closes; limits, env, workdir.
+def enter_child(job: dict, fds: list[int], syscall_filter=None) -> None:
+    """In a freshly forked process: `fds` become 0..n-1 and every other fd closes; limits, env, workdir; a
+    process group of its own (kill(0) reaches its processes alone) and the syscall filter.
 
     The last fd is the ready marker: one byte is written to it and it is closed when set-up is done. A
     process whose marker came never ran any code but ours, so only then is its failure infrastructure;
@@ -204,6 +212,9 @@ def enter_child(job: dict, fds: list[int]) -> None:
     wire.place_fds(fds)
     os.chdir(job["workdir"])
     set_limits(job)
+    os.setpgid(0, 0)
+    if syscall_filter is not None:
+        syscall_filter.install()
     # the environment (ENVIRONMENT) and sys.stdin/stdout/stderr (on fds 0-2, which now are the run's) were set up
     # once in `main`; the harness itself never reads or writes them, so they hold no buffered data
     sys.argv = ["solution.py"]
@@ -235,10 +246,10 @@ def serve_calls(fn, inputs: list, fd: int) -> None:
         wire.send_frame(fd, reply)
 
 
-def candidate_main(job: dict, code, fds: list[int]) -> int:
+def candidate_main(job: dict, code, fds: list[int], syscall_filter=None) -> int:
     """The candidate's process. fds: stdin, stdout, stderr, then (call) results, or (assert) the link's in and
     out, then the ready marker."""
-    enter_child(job, fds)
+    enter_child(job, fds, syscall_filter)
     kind = job["kind"]
     env = {"__name__": "__main__" if kind == "stdio" else "solution", "__builtins__": builtins}
     try:
@@ -275,6 +286,17 @@ def fork(body, *args) -> tuple[int, int]:
 
 def exited(pidfd: int) -> bool:
     return bool(select.select([pidfd], [], [], 0)[0])
+
+
+def candidate_filter(job: dict):
+    """The `seccomp.Filter` for the next candidate (protecting pid 1, us and our tester), or None without one."""
+    global FILTER
+    if not (FILTERS and job.get("syscall_filter")):
+        return None
+    key = ((1, os.getpid()) + ((TESTER.pid,) if TESTER is not None else ()), GROUP)
+    if FILTER is None or FILTER.key != key:
+        FILTER = seccomp.Filter(*key)
+    return FILTER
 
 
 # ---------------------------------------------------------------- the tester (assert tests; tester.py)
@@ -415,7 +437,7 @@ def run_unit(job: dict, code, stdin_data: str | None) -> dict:
     ready_r, ready_w = os.pipe()  # the candidate's ready marker (enter_child)
     if job["kind"] == "call":
         res_r, res_w = os.pipe()
-        cand = fork(candidate_main, job, code, fds + [res_w, ready_w])
+        cand = fork(candidate_main, job, code, fds + [res_w, ready_w], candidate_filter(job))
         theirs = fds + [res_w, ready_w]
     elif job["kind"] == "assert":
         req_r, req_w = os.pipe()  # tester -> candidate
@@ -428,10 +450,10 @@ def run_unit(job: dict, code, stdin_data: str | None) -> dict:
             return early
         tester, res_r = (TESTER.pid, TESTER.pidfd), TESTER.sock.fileno()
         start = time.monotonic()  # the unit's clock starts with the candidate's process
-        cand = fork(candidate_main, job, code, fds + [req_r, rep_w, ready_w])
+        cand = fork(candidate_main, job, code, fds + [req_r, rep_w, ready_w], candidate_filter(job))
         theirs = fds + [req_r, req_w, rep_r, rep_w, ready_w]
     else:
-        cand = fork(candidate_main, job, code, fds + [ready_w])
+        cand = fork(candidate_main, job, code, fds + [ready_w], candidate_filter(job))
         theirs = fds + [ready_w]
     for fd in theirs:
         os.close(fd)
@@ -568,7 +590,7 @@ def run_job(job: dict) -> dict:
 
 def main(argv: list[str]) -> int:
     """harness.py CONTROL_FD HOST_NS [EXTRA_SYS_PATH...]"""
-    global CONTROL_FD, CONFINED, BASELINE, HERE
+    global CONTROL_FD, CONFINED, BASELINE, HERE, FILTERS, GROUP
     CONTROL_FD, host_ns = int(argv[1]), argv[2]
     why = confinement_problem(host_ns)
     if why:
@@ -588,7 +610,8 @@ def main(argv: list[str]) -> int:
         __import__(name)
     gc.freeze()  # what is loaded now is never scanned again, so forked runs do not copy its pages to collect
     BASELINE = process_state(0)
-    wire.send_frame(CONTROL_FD, {"hello": True, "python": sys.version.split()[0]})
+    FILTERS, GROUP = seccomp.works(), os.getpgid(0)
+    wire.send_frame(CONTROL_FD, {"hello": True, "python": sys.version.split()[0], "syscall_filter": FILTERS})
     while True:
         job = wire.recv_frame(CONTROL_FD)
         if job is None:

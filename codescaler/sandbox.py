@@ -79,14 +79,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from typing import Callable, Iterable, Iterator
 
-from codescaler import harness, testcode, tester, verdicts, wire
+from codescaler import harness, seccomp, testcode, tester, verdicts, wire
 from codescaler.records import Problem, Status, Verdict
 
 ISOLATIONS = ("auto", "bwrap", "unshare")
 NOBODY = 65534
 SANDBOX_PATH = "/usr/bin:/bin"
 HARNESS_IN_SANDBOX = "/opt/codescaler/harness.py"  # the modules it imports sit next to it
-HARNESS_FILES = (harness.__file__, wire.__file__, testcode.__file__, tester.__file__)
+HARNESS_FILES = (harness.__file__, wire.__file__, testcode.__file__, tester.__file__, seccomp.__file__)
 
 
 @dataclass
@@ -106,6 +106,9 @@ class SandboxConfig:
     extra_paths: tuple = field(default=(), metadata={
         "help": "directories mounted read-only and added to sys.path (e.g. a site-packages with numpy); never the problem data"})
     startup_s: float = field(default=1.0, metadata={"help": "extra seconds for the first case (module import, warm-up)"})
+    syscall_filter: bool = field(default=True, metadata={
+        "help": "refuse (seccomp) a candidate's signals and limit or scheduling changes aimed at the sandbox's own "
+                "processes; off only to test the checks behind it"})
 
     def __post_init__(self):
         if not isinstance(self.workers, int) or self.workers < 1:
@@ -296,7 +299,7 @@ class _Sandbox:
             child.close()
         self.sock = parent
         try:
-            self._recv(15.0)
+            self.hello = self._recv(15.0)
         except SandboxUnavailable as e:
             self.close()
             raise SandboxStartError(str(e)) from None
@@ -374,7 +377,8 @@ class _Worker:
         job = {"kind": tests["kind"], "code": code, "timeout": timeout,
                "memory_mb": int(problem.memory_mb or self.config.memory_mb),
                "output_limit": self.config.output_limit_bytes, "disk_mb": self.config.disk_mb,
-               "max_procs": self.config.max_procs, "startup_s": self.config.startup_s}
+               "max_procs": self.config.max_procs, "startup_s": self.config.startup_s,
+               "syscall_filter": self.config.syscall_filter}
         if tests["kind"] == "stdio":
             job["inputs"] = [c["input"] for c in tests["cases"]]
         elif tests["kind"] == "call":
@@ -459,8 +463,11 @@ class Verifier:
         else:
             return verdicts.make(Status.RUNTIME_ERROR, 0, _cases_total(problem), 0.0,
                             f"the sandbox worker died twice running this candidate: {died[-1]}")
-        if self.note:
-            v.detail = (v.detail + self.note)[:400]
+        note = self.note
+        if self.config.syscall_filter and worker.box is not None and not worker.box.hello.get("syscall_filter"):
+            note += " [no syscall filter: this kernel refuses seccomp]"
+        if note:
+            v.detail = (v.detail + note)[:400]
         return v
 
     def imap(self, problems: dict[str, Problem], items: Iterable[tuple[str, str | None]]) -> Iterator[Verdict]:

@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import os
 import pathlib
+import platform
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 import uuid
 
 import pytest
 
-from codescaler import harness, wire
+from codescaler import harness, seccomp, wire
 from codescaler.records import Problem, Status
 from codescaler.sandbox import HARNESS_FILES, SandboxConfig, Verifier, verify_batch, verify_one
 from codescaler.verdicts import plain_equal, stdio_matches
@@ -408,12 +410,13 @@ HONEST = {"stdio": "print(sum(map(int, input().split())))\n", "call": "def add(a
 @pytest.mark.parametrize("problem", [ADD_STDIO, ADD_CALL, ADD_ASSERT])
 def test_changing_the_limits_or_scheduling_of_the_sandbox_is_caught(problem, attack):
     # Any process of the sandbox's uid may lower the rlimits of the long-lived harness (prlimit), raise its nice
-    # value or change its affinity, with no ptrace rights; later candidates would inherit or suffer that. The run
+    # value or change its affinity, with no ptrace rights; later candidates would inherit or suffer that. The
+    # syscall filter refuses it (test_the_syscall_filter_...); without one (a kernel that refuses seccomp) the run
     # that did it does not pass, and the worker is replaced before the next candidate.
     if "affinity" in attack and len(os.sched_getaffinity(0)) < 2:
         pytest.skip("one CPU: no affinity to change")
     honest = HONEST[problem.tests["kind"]]
-    with Verifier(SandboxConfig(workers=1, timeout_s=2.0)) as v:
+    with Verifier(SandboxConfig(workers=1, timeout_s=2.0, syscall_filter=False)) as v:
         attacker = (problem.id, f"import os, resource\n{attack}\n{honest}")
         first, *later = v.verify(PROBLEMS, [attacker] + [(problem.id, honest)] * 3)
     assert first.status is Status.RUNTIME_ERROR and "sandbox's own processes" in first.detail, first
@@ -437,11 +440,12 @@ FIND_TESTER = ("import os, resource, select, signal\n"
 ])
 @pytest.mark.parametrize("problem", [ADD_STDIO, ADD_ASSERT])
 def test_a_candidate_cannot_spoil_the_tester_for_later_candidates(problem, attack):
-    # The tester outlives the units it serves. A candidate of the same uid can signal it or change its limits and
-    # scheduling, during its own test or (stdio, call) while it waits. That can fail the candidate's own run (never as
-    # a sandbox error) and never pass it, and the candidates after it get a tester that works.
+    # The tester outlives the units it serves. Without the syscall filter, a candidate of the same uid can signal it or
+    # change its limits and scheduling, during its own test or (stdio, call) while it waits. That can fail the
+    # candidate's own run (never as a sandbox error) and never pass it, and the candidates after it get a tester that
+    # works.
     kind = problem.tests["kind"]
-    with Verifier(SandboxConfig(workers=1, timeout_s=1.0, startup_s=0.5)) as v:
+    with Verifier(SandboxConfig(workers=1, timeout_s=1.0, startup_s=0.5, syscall_filter=False)) as v:
         items = [(ADD_ASSERT.id, HONEST["assert"]), (problem.id, FIND_TESTER + attack + "\n" + HONEST[kind])]
         before, attacker, *later = v.verify(PROBLEMS, items + [(ADD_ASSERT.id, HONEST["assert"])] * 2)
     # passed, and not after waiting out a stopped tester (the harness gives up on one after 10 s and starts another)
@@ -452,13 +456,70 @@ def test_a_candidate_cannot_spoil_the_tester_for_later_candidates(problem, attac
 def test_a_tester_stopped_right_after_its_report_is_continued():
     # A child of the candidate waits until the tester closes the link, which it does just before it reports, and stops
     # it then. The harness continues the tester after each unit, so the next candidate does not wait on a stopped one.
+    # (The syscall filter refuses that signal; this is the check behind it.)
     stopper = FIND_TESTER + ("if os.fork() == 0:\n    p = select.poll()\n    p.register(3, select.POLLHUP)\n"
                              "    p.poll()\n    os.kill(tester, signal.SIGSTOP)\n    os._exit(0)\n") + HONEST["assert"]
-    with Verifier(SandboxConfig(workers=1, timeout_s=1.0, startup_s=0.5)) as v:
+    with Verifier(SandboxConfig(workers=1, timeout_s=1.0, startup_s=0.5, syscall_filter=False)) as v:
         verdicts = v.verify(PROBLEMS, [(ADD_ASSERT.id, stopper), (ADD_ASSERT.id, HONEST["assert"])] * 4)
     stopped, honest = verdicts[0::2], verdicts[1::2]
     assert all(x.status in (Status.PASSED, Status.TIMEOUT) for x in stopped), stopped  # stopped after or before it
     assert all(x.passed and x.seconds < 5.0 for x in honest), honest  # not after waiting out a stopped tester
+
+
+# Each is refused (EPERM) by the candidate's syscall filter; the candidate passes only if it was. `tester` is the
+# worker's tester (its one process that is not pid 1, the harness or the candidate), else the harness.
+REFUSED = [
+    "os.kill(os.getppid(), signal.SIGSTOP)",
+    "os.kill(os.getppid(), signal.SIGKILL)",
+    "os.kill(1, signal.SIGKILL)",
+    "os.kill(-1, signal.SIGKILL)",
+    "os.killpg(os.getpgid(os.getppid()) or 1, signal.SIGKILL)",
+    "os.kill(tester, signal.SIGKILL)",
+    "os.kill(tester, signal.SIGSTOP)",
+    "resource.prlimit(os.getppid(), resource.RLIMIT_NOFILE, (8, 8))",
+    "resource.prlimit(tester, resource.RLIMIT_AS, (32 << 20, 32 << 20))",
+    "os.setpriority(os.PRIO_PROCESS, os.getppid(), 19)",
+    "os.setpriority(os.PRIO_USER, 0, 19)",
+    "os.setpriority(os.PRIO_PGRP, os.getpgid(os.getppid()) or 1, 19)",
+    "os.sched_setaffinity(tester, {min(os.sched_getaffinity(0))})",
+    "os.sched_setscheduler(os.getppid(), os.SCHED_IDLE, os.sched_param(0))",
+    "os.pidfd_open(os.getppid())",
+    "signal.pidfd_send_signal(os.open(f'/proc/{os.getppid()}', os.O_RDONLY | os.O_DIRECTORY), signal.SIGKILL)",
+    "os.setpgid(0, os.getpgid(os.getppid()) or 1)",
+    "libc = ctypes.CDLL(None, use_errno=True)\nif libc.syscall(IOPRIO_SET, 1, os.getppid(), 3 << 13) and "
+    "ctypes.get_errno() == 1:\n    raise PermissionError()",
+]
+
+
+@pytest.mark.skipif(not seccomp.supported(), reason="no syscall filter for this architecture")
+@pytest.mark.parametrize("isolation", ["bwrap", "unshare"])
+def test_the_syscall_filter_refuses_what_would_reach_the_sandboxs_own_processes(isolation):
+    if isolation == "bwrap" and not shutil.which("bwrap"):
+        pytest.skip("no bwrap here")
+    ioprio = {"x86_64": 251, "aarch64": 30}[platform.machine()]
+    find = ("tester = ([int(p) for p in os.listdir('/proc') if p.isdigit() and int(p) not in (1, os.getpid(), "
+            "os.getppid())] + [os.getppid()])[0]\n")
+    code = [f"import ctypes, os, resource, signal\nIOPRIO_SET = {ioprio}\n{find}"
+            + f"try:\n    {textwrap.indent(attack, '    ').strip()}\nexcept PermissionError:\n    {HONEST['stdio']}"
+            for attack in REFUSED]
+    start = time.monotonic()
+    with Verifier(SandboxConfig(workers=2, timeout_s=2.0, isolation=isolation)) as v:
+        warm = v.verify(PROBLEMS, [(ADD_ASSERT.id, HONEST["assert"])] * 2)  # a tester in each worker
+        verdicts = v.verify(PROBLEMS, [(ADD_STDIO.id, c) for c in code] + [(ADD_ASSERT.id, HONEST["assert"])] * 2)
+    assert all(x.passed for x in warm + verdicts), [(a, x) for a, x in zip(REFUSED, verdicts) if not x.passed]
+    assert not any("syscall filter" in x.detail for x in verdicts)
+    assert time.monotonic() - start < 30  # nothing was stopped and waited out
+
+
+def test_a_candidate_still_manages_its_own_processes(verifier):
+    code = ("import os, resource, signal, subprocess, sys\n"
+            "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])\np.kill()\np.wait()\n"
+            "q = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'], start_new_session=True)\n"
+            "os.killpg(q.pid, signal.SIGTERM)\nq.wait()\n"
+            "signal.signal(signal.SIGUSR1, signal.SIG_IGN)\nos.kill(0, signal.SIGUSR1)\nos.kill(os.getpid(), signal.SIGUSR1)\n"
+            "os.setpriority(os.PRIO_PROCESS, 0, 5)\nresource.prlimit(0, resource.RLIMIT_NOFILE, (64, 64))\n"
+            "os.sched_setaffinity(0, os.sched_getaffinity(0))\n" + HONEST["stdio"])
+    assert run(verifier, ADD_STDIO, code).passed
 
 
 def test_detached_children_do_not_survive(verifier, sentinel):
