@@ -3,14 +3,18 @@
 One harness process is a warm worker in its own bubblewrap sandbox (or the
 `unshare` fallback). It serves jobs over the control socket and runs every
 candidate run ("unit": one stdio case, all call cases, or one assert test) in a
-fresh process forked from itself, so no state passes from one candidate to the
-next. Each forked process gets rlimits (address space, CPU time, file size,
-processes, open files, no core files), a scrubbed environment, only the fds it
-needs (never the control socket), and a private work directory. When the unit
-ends or hits a limit, the harness SIGKILLs every other process in the sandbox's
-PID namespace (but its tester) and empties /tmp, so nothing a candidate started
-survives. Candidate code is compiled here, before the fork (a syntax error
-needs no process).
+fresh process, so no state passes from one candidate to the next. That process
+is forked by the worker's forker (forker.py), itself forked from the harness at
+start, before any job: so a candidate's memory is a copy of one that never held
+a test, an output or another candidate's code. Each candidate's process gets
+rlimits (address space, CPU time, file size, processes, open files, no core
+files), a scrubbed environment, only the fds it needs (never the control
+socket), a private work directory and the syscall filter. When the unit ends or
+hits a limit, the harness SIGKILLs every other process in the sandbox's PID
+namespace (but its forker and tester) and empties /tmp, so nothing a candidate
+started survives. Candidate code is compiled here (a syntax error needs no
+process) and reaches the candidate's process marshalled, in a memfd that only
+that process reads.
 
 The harness refuses to start unless it is in PID, user and mount namespaces
 other than the caller's, with a tmpfs of its own on /tmp (`confinement_problem`):
@@ -31,18 +35,16 @@ Results:
   holds only trusted code (problem statements and tests) and reaches the
   candidate's process through `wire.Remote` proxies, which bring back copies of
   plain data or opaque handles, never a candidate object. It says it is ready
-  before the candidate's process exists; after the fork the harness sends it a
-  per-run secret, which it echoes when `check` returned, on a socket that only
-  it and the harness hold. The candidate can make the test fail, but it cannot
+  before the candidate's process exists; then the harness sends it a per-run
+  secret, which it echoes when `check` returned, on a socket that only it and
+  the harness hold. The candidate can make the test fail, but it cannot
   reach the tester's memory, fds or comparisons.
 """
 
 from __future__ import annotations
 
-import builtins
 import ctypes
 import gc
-import math
 import os
 import resource
 import select
@@ -52,8 +54,9 @@ import sys
 import time
 
 try:
-    from codescaler import seccomp, wire
+    from codescaler import forker, seccomp, wire
 except ImportError:  # inside the sandbox these are mounted next to this file (the script's directory, sys.path[0])
+    import forker
     import seccomp
     import wire
 
@@ -63,10 +66,7 @@ CONTROL_FD = 3  # set from argv; the candidate never holds it
 # to run before that: outside the sandbox they would kill every process it can see and empty the
 # machine's /tmp.
 CONFINED = False
-# Exit codes of the candidate wrapper; a candidate may fake them, but none means "passed".
-EXIT_MEMORY = 201
-EXIT_SYNTAX = 202
-EXIT_SETUP = 203  # the wrapper itself failed before the candidate ran
+EXIT_MEMORY, EXIT_SYNTAX, EXIT_SETUP = forker.EXIT_MEMORY, forker.EXIT_SYNTAX, forker.EXIT_SETUP
 PR_SET_DUMPABLE = 4
 ENVIRONMENT = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "OMP_NUM_THREADS": "1"}  # all a run's process sees
 # Modules imported once by the warm harness, so that forked runs find them loaded (what HumanEval-,
@@ -75,7 +75,6 @@ ENVIRONMENT = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "OMP_NUM_THREADS": "1"} 
 # ~50 us per MB here), so not hashlib: its OpenSSL adds 3.7 MB for a module few solutions import.
 PRELOAD = ("typing", "math", "re", "collections", "itertools", "functools", "heapq", "bisect", "string",
            "random", "fractions", "decimal", "copy", "statistics", "dataclasses", "operator")
-_exit = os._exit
 # A process of the sandbox's uid may lower another one's rlimits (prlimit), raise its nice value, or change its
 # scheduling policy or CPU affinity, with no ptrace rights. The harness outlives every run, and later runs would
 # inherit or suffer such a change, so after each run it compares itself with how it started (`process_state`)
@@ -84,11 +83,13 @@ RLIMITS = tuple(getattr(resource, n) for n in sorted(dir(resource)) if n.startsw
 BASELINE: tuple = ()  # process_state(0) when the harness started
 TESTER = None  # this worker's `Tester` while it has a healthy one
 HERE = ""  # the harness's directory (set by `main`), where the tester's modules are
+FORKER = None  # this worker's `Forker`, started by `main` before the first job
+# What of a job the candidate's process gets (forker.write_job): never the test of an assert job.
+CANDIDATE_JOB = ("kind", "fn", "workdir", "timeout", "cpu_cases", "startup_s", "memory_mb", "disk_mb", "max_procs")
 # The candidate's syscall filter (seccomp.py), which refuses its signals and limit changes aimed at our processes:
-# whether the kernel takes one (probed by `main`), our process group, and the filter for the current tester.
+# whether the kernel takes one (probed by `main`), and our process group.
 FILTERS = False
 GROUP = 0
-FILTER = None
 
 
 # ---------------------------------------------------------------- process hygiene
@@ -190,113 +191,74 @@ def wipe_tmp() -> None:
 # ---------------------------------------------------------------- forked processes
 
 
-def set_limits(job: dict, cpu: bool = True) -> None:
-    """The run's rlimits; `cpu=False` for the long-lived tester, which the harness's deadline stops instead."""
-    limits = [(resource.RLIMIT_AS, job["memory_mb"] << 20), (resource.RLIMIT_CORE, 0),
-              (resource.RLIMIT_FSIZE, job["disk_mb"] << 20), (resource.RLIMIT_NPROC, job["max_procs"]),
-              (resource.RLIMIT_NOFILE, 256)]
-    if cpu:
-        limits.append((resource.RLIMIT_CPU, int(math.ceil(job["timeout"] * job["cpu_cases"] + job["startup_s"])) + 1))
-    for res, val in limits:
-        resource.setrlimit(res, (val, val))
-
-
-def enter_child(job: dict, fds: list[int], syscall_filter=None) -> None:
-    """In a freshly forked process: `fds` become 0..n-1 and every other fd closes; limits, env, workdir; a
-    process group of its own (kill(0) reaches its processes alone) and the syscall filter.
-
-    The last fd is the ready marker: one byte is written to it and it is closed when set-up is done. A
-    process whose marker came never ran any code but ours, so only then is its failure infrastructure;
-    after it, an exit code of ours (EXIT_SETUP...) may be the candidate's own `os._exit(203)`.
-    """
-    wire.place_fds(fds)
-    os.chdir(job["workdir"])
-    set_limits(job)
-    os.setpgid(0, 0)
-    if syscall_filter is not None:
-        syscall_filter.install()
-    # the environment (ENVIRONMENT) and sys.stdin/stdout/stderr (on fds 0-2, which now are the run's) were set up
-    # once in `main`; the harness itself never reads or writes them, so they hold no buffered data
-    sys.argv = ["solution.py"]
-    os.write(len(fds) - 1, b"1")
-    os.close(len(fds) - 1)
-
-
-def find_function(env: dict, name: str):
-    """A top-level function `name`, else a method of `Solution` (LeetCode style)."""
-    fn = env.get(name)
-    if callable(fn):
-        return fn
-    cls = env.get("Solution")
-    if isinstance(cls, type) and callable(getattr(cls, name, None)):
-        return getattr(cls(), name)
-    raise NameError(f"no function {name!r} (nor Solution.{name}) is defined")
-
-
-def serve_calls(fn, inputs: list, fd: int) -> None:
-    for i, args in enumerate(inputs):
-        try:
-            reply = {"i": i, "ok": wire.encode(fn(*wire.decode(args)))}
-        except wire.NotPlain as e:
-            reply = {"i": i, "bad": str(e)}
-        except MemoryError:
-            raise
-        except Exception as e:  # the candidate failed on this case; the next cases still run
-            reply = {"i": i, "exc": f"{type(e).__name__}: {e}"[:300]}
-        wire.send_frame(fd, reply)
-
-
-def candidate_main(job: dict, code, fds: list[int], syscall_filter=None) -> int:
-    """The candidate's process. fds: stdin, stdout, stderr, then (call) results, or (assert) the link's in and
-    out, then the ready marker."""
-    enter_child(job, fds, syscall_filter)
-    kind = job["kind"]
-    env = {"__name__": "__main__" if kind == "stdio" else "solution", "__builtins__": builtins}
-    try:
-        exec(code, env)
-        if kind == "call":
-            serve_calls(find_function(env, job["fn"]), job["inputs"], 3)
-        elif kind == "assert":
-            wire.serve(3, 4, env, lambda: find_function(env, job["fn"]))
-        return 0
-    except SystemExit as e:
-        if kind == "call":
-            wire.try_send(3, {"error": "SystemExit"})
-        return e.code if isinstance(e.code, int) and 0 <= e.code < 200 else 1
-    except MemoryError:
-        return EXIT_MEMORY
-    except BaseException as e:  # the candidate's own error, reported as a failure
-        sys.__excepthook__(type(e), e, e.__traceback__)  # to sys.stderr, in C: no traceback module to preload
-        return 1
-    finally:
-        wire.flush_std()
-
-
-def fork(body, *args) -> tuple[int, int]:
-    """Start `body(*args)` in a forked process; (pid, pidfd). The child's exit code is body's return value."""
-    pid = os.fork()
-    if pid == 0:
-        try:
-            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-            _exit(body(*args))
-        except BaseException:  # anything escaping here is the wrapper's own failure
-            _exit(EXIT_SETUP)
-    return pid, os.pidfd_open(pid)
-
-
 def exited(pidfd: int) -> bool:
     return bool(select.select([pidfd], [], [], 0)[0])
 
 
-def candidate_filter(job: dict):
-    """The `seccomp.Filter` for the next candidate (protecting pid 1, us and our tester), or None without one."""
-    global FILTER
+def filter_key(job: dict) -> list | None:
+    """What the next candidate's syscall filter protects: pid 1, us, the forker and the tester, and our process
+    group (None: no filter)."""
     if not (FILTERS and job.get("syscall_filter")):
         return None
-    key = ((1, os.getpid()) + ((TESTER.pid,) if TESTER is not None else ()), GROUP)
-    if FILTER is None or FILTER.key != key:
-        FILTER = seccomp.Filter(*key)
-    return FILTER
+    return [[1, os.getpid(), FORKER.pid] + ([TESTER.pid] if TESTER is not None else []), GROUP]
+
+
+def healthy(pid: int, pidfd: int, state: tuple | None) -> bool:
+    """After a unit's sweep, when no candidate process is left: a long-lived process of ours is alive, and its limits
+    and scheduling are as they were (`process_state`). One that a candidate stopped is continued first."""
+    try:
+        signal.pidfd_send_signal(pidfd, signal.SIGCONT)
+        return process_state(pid) == state and not exited(pidfd)
+    except ProcessLookupError:
+        return False
+
+
+class Forker:
+    """This worker's forker (forker.py): forked once by `main`, before any job, and never replaced (a new one could
+    only come from our memory, which has held tests by then: the worker retires instead)."""
+
+    def __init__(self):
+        self.sock, theirs = socket.socketpair()
+        self.pid, self.pidfd = forker.fork(forker.serve, theirs.fileno())
+        theirs.close()
+        self.sock.settimeout(10.0)
+        self.state = process_state(self.pid)  # inherited from us, and never changed by the forker itself
+        self.pending = False  # a candidate was spawned whose exit status has not been read
+
+    def spawn(self, fds: list[int], key: list | None) -> tuple[int, int]:
+        """A candidate's process, forked with `fds` (its job first): (pid, pidfd)."""
+        try:
+            wire.send_frame_fds(self.sock, {"filter": key}, fds)
+            reply, got = wire.recv_frame_fds(self.sock, 1)
+        except (OSError, ValueError) as e:
+            raise RuntimeError(f"the forker failed ({type(e).__name__})") from None
+        if not (isinstance(reply, dict) and isinstance(reply.get("pid"), int) and len(got) == 1):
+            raise RuntimeError("the forker failed")
+        self.pending = True
+        return reply["pid"], got[0]
+
+    def status(self) -> int:
+        """The wait status of the candidate last spawned, once the forker reaped it."""
+        try:
+            reply = wire.recv_frame_sock(self.sock, 256)
+        except (OSError, ValueError):
+            reply = None
+        if not (isinstance(reply, dict) and isinstance(reply.get("status"), int)):
+            raise RuntimeError("the forker stopped answering")
+        self.pending = False
+        return reply["status"]
+
+    def usable(self) -> bool:
+        return healthy(self.pid, self.pidfd, self.state)
+
+    def end(self, pidfd: int) -> None:
+        """Kill the candidate last spawned if it still runs, and wait until the forker reaped it."""
+        if self.pending:
+            try:
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.status()
 
 
 # ---------------------------------------------------------------- the tester (assert tests; tester.py)
@@ -316,7 +278,7 @@ def tester_process(job: dict, control: int) -> int:
     null = os.open("/dev/null", os.O_RDWR)
     wire.place_fds([null, null, null, control])
     os.chdir("/tmp")
-    set_limits(job, cpu=False)
+    forker.set_limits(job, cpu=False)
     try:
         return tester.serve(tester.CONTROL_FD)
     except MemoryError:
@@ -332,7 +294,7 @@ class Tester:
     def __init__(self, job: dict):
         self.limits = tester_limits(job)
         self.sock, theirs = socket.socketpair()
-        self.pid, self.pidfd = fork(tester_process, job, theirs.fileno())
+        self.pid, self.pidfd = forker.fork(tester_process, job, theirs.fileno())
         theirs.close()
         self.sock.settimeout(10.0)  # for its answer to a unit: analysing a test only compiles it
         self.state: tuple | None = None  # process_state once it first answered (its limits are set by then)
@@ -351,13 +313,7 @@ class Tester:
         return answer if isinstance(answer, dict) else None
 
     def usable(self) -> bool:
-        """After a unit's sweep, when no other process is left: alive, and its limits and scheduling as they were
-        when it started (`process_state`). One that a candidate stopped is continued first."""
-        try:
-            signal.pidfd_send_signal(self.pidfd, signal.SIGCONT)
-            return process_state(self.pid) == self.state and not exited(self.pidfd)
-        except ProcessLookupError:
-            return False
+        return healthy(self.pid, self.pidfd, self.state)
 
     def retire(self) -> None:
         try:
@@ -434,15 +390,18 @@ def run_unit(job: dict, code, stdin_data: str | None) -> dict:
     os.makedirs(job["workdir"], mode=0o700, exist_ok=True)
     start = time.monotonic()
     res_r = tester = None
-    ready_r, ready_w = os.pipe()  # the candidate's ready marker (enter_child)
+    ready_r, ready_w = os.pipe()  # the candidate's ready marker (forker.enter_child)
+    keys = CANDIDATE_JOB + (("inputs",) if job["kind"] == "call" else ())  # a call test's arguments, all cases
+    job_fd = forker.write_job({k: job[k] for k in keys if k in job}, code)
+    fds = [job_fd] + fds
     if job["kind"] == "call":
         res_r, res_w = os.pipe()
-        cand = fork(candidate_main, job, code, fds + [res_w, ready_w], candidate_filter(job))
+        cand = FORKER.spawn(fds + [res_w, ready_w], filter_key(job))
         theirs = fds + [res_w, ready_w]
     elif job["kind"] == "assert":
         req_r, req_w = os.pipe()  # tester -> candidate
         rep_r, rep_w = os.pipe()  # candidate -> tester
-        early = start_test(job, fds + [rep_r, req_w])
+        early = start_test(job, fds[1:] + [rep_r, req_w])
         if early is not None:
             for fd in fds + ours + [req_r, req_w, rep_r, rep_w, ready_r, ready_w]:
                 os.close(fd)
@@ -450,10 +409,10 @@ def run_unit(job: dict, code, stdin_data: str | None) -> dict:
             return early
         tester, res_r = (TESTER.pid, TESTER.pidfd), TESTER.sock.fileno()
         start = time.monotonic()  # the unit's clock starts with the candidate's process
-        cand = fork(candidate_main, job, code, fds + [req_r, rep_w, ready_w], candidate_filter(job))
+        cand = FORKER.spawn(fds + [req_r, rep_w, ready_w], filter_key(job))
         theirs = fds + [req_r, req_w, rep_r, rep_w, ready_w]
     else:
-        cand = fork(candidate_main, job, code, fds + [ready_w], candidate_filter(job))
+        cand = FORKER.spawn(fds + [ready_w], filter_key(job))
         theirs = fds + [ready_w]
     for fd in theirs:
         os.close(fd)
@@ -465,15 +424,16 @@ def run_unit(job: dict, code, stdin_data: str | None) -> dict:
     try:
         fate = watch(job, start, cand, tester, out_r, err_r, res_r)
     finally:
+        FORKER.end(cand[1])  # the candidate's process is gone (reaped by the forker) before the sweep
         for fd in ours + ([res_r] if tester is None and res_r is not None else []) + [cand[1]]:
             os.close(fd)
         # the tester lives on unless this unit was its and it did not report (it is killed here then)
         kept = TESTER is not None and (tester is None or "report" in fate)
-        sweep({os.getpid()} | ({TESTER.pid} if kept else set()), (cand[0],) + ((tester[0],) if tester else ()))
+        sweep({os.getpid(), FORKER.pid} | ({TESTER.pid} if kept else set()), (tester[0],) if tester else ())
         wipe_tmp()
         ran = os.read(ready_r, 1) == b"1"  # every writer is gone: data or end of file, at once
         os.close(ready_r)
-    if process_state(0) != BASELINE:  # checked after the sweep, when no other process is left (see RLIMITS)
+    if process_state(0) != BASELINE or not FORKER.usable():  # after the sweep, when no candidate process is left
         fate["tampered"] = True
     # after any unit, since a stdio or call candidate can reach the idle tester too: a changed tester is replaced.
     # Its candidate is not failed for it: trusted test code may have changed it, and a change can only ever have
@@ -532,7 +492,7 @@ def watch(job, start, cand, tester, out_r, err_r, res_r) -> dict:
             if fd == main_fd:
                 done = True
             elif tester and fd == cand[1]:
-                cand_fate = exit_fate(os.waitpid(cand[0], 0)[1])
+                cand_fate = exit_fate(FORKER.status())
             else:
                 chunk = os.read(fd, 1 << 16)
                 if not chunk:
@@ -557,7 +517,7 @@ def watch(job, start, cand, tester, out_r, err_r, res_r) -> dict:
             break
     if not fate:
         fate = {"fate": "exit", "code": 0, "report": results[0]} if tester and results else \
-            exit_fate(os.waitpid(main_pid, 0)[1])
+            exit_fate(os.waitpid(main_pid, 0)[1] if tester else FORKER.status())
     if cand_fate is not None:
         fate["candidate"] = cand_fate
     fate["stdout"] = out.decode("utf-8", "replace") if job["kind"] == "stdio" else ""
@@ -589,8 +549,8 @@ def run_job(job: dict) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    """harness.py CONTROL_FD HOST_NS [EXTRA_SYS_PATH...]"""
-    global CONTROL_FD, CONFINED, BASELINE, HERE, FILTERS, GROUP
+    """harness.py CONTROL_FD HOST_NS CPU [EXTRA_SYS_PATH...] (CPU: "" or the one CPU to run on)"""
+    global CONTROL_FD, CONFINED, BASELINE, HERE, FILTERS, GROUP, FORKER
     CONTROL_FD, host_ns = int(argv[1]), argv[2]
     why = confinement_problem(host_ns)
     if why:
@@ -598,7 +558,9 @@ def main(argv: list[str]) -> int:
         return 3
     CONFINED = True
     HERE = os.path.dirname(os.path.abspath(__file__))
-    sys.path[:] = [p for p in sys.path if p != HERE] + argv[3:]  # candidates cannot import the harness by name
+    sys.path[:] = [p for p in sys.path if p != HERE] + argv[4:]  # candidates cannot import the harness by name
+    if argv[3]:  # before BASELINE (a change after it is a candidate's doing) and before forking anything
+        os.sched_setaffinity(0, {int(argv[3])})
     ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     os.environ.clear()
@@ -611,6 +573,7 @@ def main(argv: list[str]) -> int:
     gc.freeze()  # what is loaded now is never scanned again, so forked runs do not copy its pages to collect
     BASELINE = process_state(0)
     FILTERS, GROUP = seccomp.works(), os.getpgid(0)
+    FORKER = Forker()  # now, while our memory holds no job: every candidate's process is a copy of its
     wire.send_frame(CONTROL_FD, {"hello": True, "python": sys.version.split()[0], "syscall_filter": FILTERS})
     while True:
         job = wire.recv_frame(CONTROL_FD)

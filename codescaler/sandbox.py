@@ -13,10 +13,13 @@ network, IPC and UTS namespaces (no network at all), only /usr (and the
 interpreter's prefix) mounted read-only, a private size-limited tmpfs /tmp, a
 minimal /dev and /proc, an environment of PATH only, and no view of the problem
 files, the caller's home or working directory. Inside it the harness
-(`codescaler/harness.py`) forks a fresh process per candidate run with rlimits
-(address space, CPU, file size, processes, open files), and afterwards SIGKILLs
-every other process in the sandbox (but the worker's tester, which runs only
-trusted test code) and empties /tmp. Workers run one candidate
+(`codescaler/harness.py`) has a fresh process forked per candidate run, with
+rlimits (address space, CPU, file size, processes, open files) and a syscall
+filter, and afterwards SIGKILLs every other process in the sandbox (but the
+worker's forker and tester) and empties /tmp. Candidates are forked from the
+worker's forker (`codescaler/forker.py`), which was forked before any job came:
+a candidate's memory never holds a test, an expected output or another
+candidate's code. Workers run one candidate
 at a time, so a candidate never sees another's run. The harness refuses to
 start outside private PID and user namespaces (its clean-up kills everything it
 can see, which must only ever be the sandbox).
@@ -35,8 +38,8 @@ Threat model, honestly:
   candidate's process, and what comes back is a fresh copy of plain data or an
   opaque handle (compared by identity, so a forged __eq__ never decides).
   Helpers the statement implements (HumanEval's poly) stay the statement's own.
-  A pass needs the tester to echo a per-run secret, given to it after the
-  candidate's fork, on a socket only it and the harness hold; both are
+  A pass needs the tester to echo a per-run secret, which no candidate's
+  memory ever held, on a socket only it and the harness hold; both are
   non-dumpable, so the candidate (same uid) cannot read their memory or fds
   through /proc or ptrace. The candidate can make the test fail (exit, kill the tester, send
   garbage on the link), never pass. A test that hands the candidate a function
@@ -45,12 +48,14 @@ Threat model, honestly:
   candidate's objects compare by identity in the test, and only top-level
   list/dict/set arguments it changes in place are mirrored back.
 * Exit codes and printed text never mean "passed".
-* A candidate (same uid) can lower the long-lived harness's rlimits with
-  prlimit, raise its nice value, or change its scheduling policy or CPU
-  affinity, which later runs would inherit. The harness checks itself after
-  every run's sweep; a run that changed it fails, and the worker is replaced.
-  The tester is checked too (and continued, if a candidate stopped it): one
-  that died or changed is replaced before the next test.
+* A process of the sandbox's uid may signal another one, lower its rlimits
+  (prlimit) or change its priority, scheduling policy or CPU affinity. The
+  candidate's seccomp filter (`codescaler/seccomp.py`) refuses those aimed at
+  the harness, the forker, the tester, pid 1, their process group or every
+  process of the uid. Behind it, the harness checks itself and the forker after
+  every run's sweep (a run that changed either fails, and the worker is
+  replaced) and the tester (continued if stopped; replaced if it died or
+  changed).
 * Not covered: kernel exploits (bwrap is not a VM), side channels, and the
   machine as a whole: there are no cgroups, so `memory_mb` limits each process's
   address space (max_procs x memory_mb in the worst case) and CPU time is per
@@ -79,14 +84,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from typing import Callable, Iterable, Iterator
 
-from codescaler import harness, seccomp, testcode, tester, verdicts, wire
+from codescaler import forker, harness, seccomp, testcode, tester, verdicts, wire
 from codescaler.records import Problem, Status, Verdict
 
 ISOLATIONS = ("auto", "bwrap", "unshare")
 NOBODY = 65534
 SANDBOX_PATH = "/usr/bin:/bin"
 HARNESS_IN_SANDBOX = "/opt/codescaler/harness.py"  # the modules it imports sit next to it
-HARNESS_FILES = (harness.__file__, wire.__file__, testcode.__file__, tester.__file__, seccomp.__file__)
+HARNESS_FILES = (harness.__file__, wire.__file__, testcode.__file__, tester.__file__, seccomp.__file__,
+                 forker.__file__)
 
 
 @dataclass
@@ -106,6 +112,9 @@ class SandboxConfig:
     extra_paths: tuple = field(default=(), metadata={
         "help": "directories mounted read-only and added to sys.path (e.g. a site-packages with numpy); never the problem data"})
     startup_s: float = field(default=1.0, metadata={"help": "extra seconds for the first case (module import, warm-up)"})
+    pin_workers: bool = field(default=True, metadata={
+        "help": "pin each worker (its harness, tester and candidates) to one CPU of this process's set, when there are "
+                "at least as many CPUs as workers: a unit hands off between four processes, cheaper on one CPU"})
     syscall_filter: bool = field(default=True, metadata={
         "help": "refuse (seccomp) a candidate's signals and limit or scheduling changes aimed at the sandbox's own "
                 "processes; off only to test the checks behind it"})
@@ -210,13 +219,14 @@ class _Launch:
                 shutil.copy(path, os.path.join(self.tmpdir, os.path.basename(path)))
                 os.chmod(os.path.join(self.tmpdir, os.path.basename(path)), 0o644)
 
-    def start(self, control_fd: int) -> subprocess.Popen:
+    def start(self, control_fd: int, cpu: int | None = None) -> subprocess.Popen:
         # -E -s -S -B: no environment, user site or site; not -I, so that the script's directory (the harness
         # and wire.py alone) is sys.path[0] until the harness drops it
         py = [self.python, "-E", "-s", "-S", "-B"]
         # the harness refuses to run in this PID, user or mount namespace, or without a /tmp of its own
         # (harness.confinement_problem)
         host_ns = harness.host_namespaces()
+        pin = "" if cpu is None else str(cpu)  # the harness pins itself, and so all it forks, to this CPU
         extra = [os.path.realpath(p) for p in self.config.extra_paths]
         kw = dict(stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                   start_new_session=True, env={"PATH": SANDBOX_PATH})
@@ -238,7 +248,7 @@ class _Launch:
                          "--dir", home]
                 for src in sources:  # harness.py and the stdlib-only modules it imports, read-only
                     argv += ["--ro-bind-data", str(src.fileno()), os.path.join(home, os.path.basename(src.name))]
-                argv += ["--chdir", "/tmp", *py, HARNESS_IN_SANDBOX, str(control_fd), host_ns, *inside]
+                argv += ["--chdir", "/tmp", *py, HARNESS_IN_SANDBOX, str(control_fd), host_ns, pin, *inside]
                 return subprocess.Popen(argv, pass_fds=[control_fd] + [src.fileno() for src in sources], **kw)
         if self.mode != "unshare":  # there is no unconfined mode: candidates never run outside a PID namespace
             raise SandboxStartError(f"unknown isolation mode {self.mode!r}")
@@ -246,7 +256,7 @@ class _Launch:
         argv = ["unshare", "--user", "--map-root-user", "--net", "--pid", "--fork", "--kill-child", "--ipc", "--uts",
                 "--mount", "--mount-proc", "--propagation", "private", "/bin/sh", "-c",
                 'mount -t tmpfs -o size="$0"m,mode=1777 tmpfs /tmp && exec "$@"', str(self.config.disk_mb),
-                *py, os.path.join(self.tmpdir, "harness.py"), str(control_fd), host_ns, *extra]
+                *py, os.path.join(self.tmpdir, "harness.py"), str(control_fd), host_ns, pin, *extra]
         return subprocess.Popen(argv, pass_fds=[control_fd], cwd=self.tmpdir, **kw)
 
     def close(self):
@@ -288,10 +298,10 @@ def resolve_isolation(config: SandboxConfig) -> str:
 class _Sandbox:
     """One warm harness process and its control socket."""
 
-    def __init__(self, launch: _Launch):
+    def __init__(self, launch: _Launch, cpu: int | None = None):
         parent, child = socket.socketpair()
         try:
-            self.proc = launch.start(child.fileno())
+            self.proc = launch.start(child.fileno(), cpu)
         except OSError as e:
             parent.close()
             raise SandboxStartError(f"cannot start the sandbox: {e}") from None
@@ -359,9 +369,11 @@ class _Sandbox:
 class _Worker:
     """One warm sandbox, owned by one thread; replaced when it dies."""
 
-    def __init__(self, launch: _Launch, config: SandboxConfig):
+    def __init__(self, launch: _Launch, config: SandboxConfig, index: int = 0):
         self.launch, self.config = launch, config
         self.box: _Sandbox | None = None
+        cpus = sorted(os.sched_getaffinity(0))
+        self.cpu = cpus[index % len(cpus)] if config.pin_workers and config.workers <= len(cpus) else None
 
     def reset(self) -> None:
         if self.box is not None:
@@ -372,7 +384,7 @@ class _Worker:
         tests = problem.tests
         if self.box is None or not self.box.alive():
             self.reset()
-            self.box = _Sandbox(self.launch)
+            self.box = _Sandbox(self.launch, self.cpu)
         timeout = float(problem.time_limit_s or self.config.timeout_s)
         job = {"kind": tests["kind"], "code": code, "timeout": timeout,
                "memory_mb": int(problem.memory_mb or self.config.memory_mb),
@@ -439,8 +451,8 @@ class Verifier:
     def _worker(self) -> _Worker:
         w = getattr(self._local, "worker", None)
         if w is None:
-            w = self._local.worker = _Worker(self._launch, self.config)
             with self._lock:
+                w = self._local.worker = _Worker(self._launch, self.config, len(self._workers))
                 self._workers.append(w)
         return w
 

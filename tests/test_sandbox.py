@@ -8,6 +8,8 @@ a fork bomb) would hit only uid-65534 processes, and the limits are small.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import pathlib
 import platform
@@ -400,15 +402,26 @@ HONEST = {"stdio": "print(sum(map(int, input().split())))\n", "call": "def add(a
           "assert": "def add(a, b):\n    return a + b\n"}
 
 
+# The sandbox's long-lived processes as a candidate finds them: its parent the forker, the forker's parent the harness,
+# and the tester, the one other process but pid 1 (else the harness stands in).
+FIND = ("import ctypes, os, resource, select, signal\nforker = os.getppid()\n"
+        "harness = int(open(f'/proc/{forker}/stat').read().rsplit(')', 1)[1].split()[1])\n"
+        "tester = ([int(p) for p in os.listdir('/proc') if p.isdigit() and int(p) not in (1, os.getpid(), forker, harness)]"
+        " + [harness])[0]\n")
+
+
 @pytest.mark.parametrize("attack", [
-    "resource.prlimit(os.getppid(), resource.RLIMIT_CPU, (1, 1))",
-    "resource.prlimit(os.getppid(), resource.RLIMIT_STACK, (1 << 16, 1 << 16))",
-    "os.setpriority(os.PRIO_PROCESS, os.getppid(), 19)",
-    "os.sched_setaffinity(os.getppid(), {min(os.sched_getaffinity(0))})",
-    "os.sched_setscheduler(os.getppid(), os.SCHED_IDLE, os.sched_param(0))",
+    "resource.prlimit({target}, resource.RLIMIT_CPU, (1, 1))",
+    "resource.prlimit({target}, resource.RLIMIT_STACK, (1 << 16, 1 << 16))",
+    "os.setpriority(os.PRIO_PROCESS, {target}, 19)",
+    # to CPUs other than its own (a pinned worker has one), else to one of them
+    "os.sched_setaffinity({target}, (set(range(os.cpu_count())) - os.sched_getaffinity({target}))"
+    " or {{min(os.sched_getaffinity({target}))}})",
+    "os.sched_setscheduler({target}, os.SCHED_IDLE, os.sched_param(0))",
 ])
+@pytest.mark.parametrize("target", ["harness", "forker"])
 @pytest.mark.parametrize("problem", [ADD_STDIO, ADD_CALL, ADD_ASSERT])
-def test_changing_the_limits_or_scheduling_of_the_sandbox_is_caught(problem, attack):
+def test_changing_the_limits_or_scheduling_of_the_sandbox_is_caught(problem, target, attack):
     # Any process of the sandbox's uid may lower the rlimits of the long-lived harness (prlimit), raise its nice
     # value or change its affinity, with no ptrace rights; later candidates would inherit or suffer that. The
     # syscall filter refuses it (test_the_syscall_filter_...); without one (a kernel that refuses seccomp) the run
@@ -417,16 +430,11 @@ def test_changing_the_limits_or_scheduling_of_the_sandbox_is_caught(problem, att
         pytest.skip("one CPU: no affinity to change")
     honest = HONEST[problem.tests["kind"]]
     with Verifier(SandboxConfig(workers=1, timeout_s=2.0, syscall_filter=False)) as v:
-        attacker = (problem.id, f"import os, resource\n{attack}\n{honest}")
+        attacker = (problem.id, f"{FIND}{attack.format(target=target)}\n{honest}")
         first, *later = v.verify(PROBLEMS, [attacker] + [(problem.id, honest)] * 3)
     assert first.status is Status.RUNTIME_ERROR and "sandbox's own processes" in first.detail, first
     assert all(x.passed for x in later), later
 
-
-# the tester is the sandbox's one process that is not pid 1, the harness (our parent) or ourselves
-FIND_TESTER = ("import os, resource, select, signal\n"
-               "tester = [int(p) for p in os.listdir('/proc')\n"
-               "          if p.isdigit() and int(p) not in (1, os.getpid(), os.getppid())][0]\n")
 
 
 @pytest.mark.parametrize("attack", [
@@ -446,7 +454,7 @@ def test_a_candidate_cannot_spoil_the_tester_for_later_candidates(problem, attac
     # works.
     kind = problem.tests["kind"]
     with Verifier(SandboxConfig(workers=1, timeout_s=1.0, startup_s=0.5, syscall_filter=False)) as v:
-        items = [(ADD_ASSERT.id, HONEST["assert"]), (problem.id, FIND_TESTER + attack + "\n" + HONEST[kind])]
+        items = [(ADD_ASSERT.id, HONEST["assert"]), (problem.id, FIND + attack + "\n" + HONEST[kind])]
         before, attacker, *later = v.verify(PROBLEMS, items + [(ADD_ASSERT.id, HONEST["assert"])] * 2)
     # passed, and not after waiting out a stopped tester (the harness gives up on one after 10 s and starts another)
     assert before.passed and all(x.passed and x.seconds < 5.0 for x in later), (before, later)
@@ -457,7 +465,7 @@ def test_a_tester_stopped_right_after_its_report_is_continued():
     # A child of the candidate waits until the tester closes the link, which it does just before it reports, and stops
     # it then. The harness continues the tester after each unit, so the next candidate does not wait on a stopped one.
     # (The syscall filter refuses that signal; this is the check behind it.)
-    stopper = FIND_TESTER + ("if os.fork() == 0:\n    p = select.poll()\n    p.register(3, select.POLLHUP)\n"
+    stopper = FIND + ("if os.fork() == 0:\n    p = select.poll()\n    p.register(3, select.POLLHUP)\n"
                              "    p.poll()\n    os.kill(tester, signal.SIGSTOP)\n    os._exit(0)\n") + HONEST["assert"]
     with Verifier(SandboxConfig(workers=1, timeout_s=1.0, startup_s=0.5, syscall_filter=False)) as v:
         verdicts = v.verify(PROBLEMS, [(ADD_ASSERT.id, stopper), (ADD_ASSERT.id, HONEST["assert"])] * 4)
@@ -466,27 +474,30 @@ def test_a_tester_stopped_right_after_its_report_is_continued():
     assert all(x.passed and x.seconds < 5.0 for x in honest), honest  # not after waiting out a stopped tester
 
 
-# Each is refused (EPERM) by the candidate's syscall filter; the candidate passes only if it was. `tester` is the
-# worker's tester (its one process that is not pid 1, the harness or the candidate), else the harness.
+# Each is refused (EPERM) by the candidate's syscall filter; the candidate passes only if it was (names from FIND).
 REFUSED = [
-    "os.kill(os.getppid(), signal.SIGSTOP)",
-    "os.kill(os.getppid(), signal.SIGKILL)",
+    "os.kill(harness, signal.SIGSTOP)",
+    "os.kill(forker, signal.SIGSTOP)",
+    "os.kill(harness, signal.SIGKILL)",
+    "os.kill(forker, signal.SIGKILL)",
     "os.kill(1, signal.SIGKILL)",
     "os.kill(-1, signal.SIGKILL)",
     "os.killpg(os.getpgid(os.getppid()) or 1, signal.SIGKILL)",
     "os.kill(tester, signal.SIGKILL)",
     "os.kill(tester, signal.SIGSTOP)",
-    "resource.prlimit(os.getppid(), resource.RLIMIT_NOFILE, (8, 8))",
+    "resource.prlimit(harness, resource.RLIMIT_NOFILE, (8, 8))",
+    "resource.prlimit(forker, resource.RLIMIT_NPROC, (1, 1))",
     "resource.prlimit(tester, resource.RLIMIT_AS, (32 << 20, 32 << 20))",
-    "os.setpriority(os.PRIO_PROCESS, os.getppid(), 19)",
+    "os.setpriority(os.PRIO_PROCESS, harness, 19)",
+    "os.setpriority(os.PRIO_PROCESS, forker, 19)",
     "os.setpriority(os.PRIO_USER, 0, 19)",
     "os.setpriority(os.PRIO_PGRP, os.getpgid(os.getppid()) or 1, 19)",
-    "os.sched_setaffinity(tester, {min(os.sched_getaffinity(0))})",
-    "os.sched_setscheduler(os.getppid(), os.SCHED_IDLE, os.sched_param(0))",
-    "os.pidfd_open(os.getppid())",
-    "signal.pidfd_send_signal(os.open(f'/proc/{os.getppid()}', os.O_RDONLY | os.O_DIRECTORY), signal.SIGKILL)",
+    "os.sched_setaffinity(tester, set(range(os.cpu_count())))",
+    "os.sched_setscheduler(forker, os.SCHED_IDLE, os.sched_param(0))",
+    "os.pidfd_open(harness)",
+    "signal.pidfd_send_signal(os.open(f'/proc/{harness}', os.O_RDONLY | os.O_DIRECTORY), signal.SIGKILL)",
     "os.setpgid(0, os.getpgid(os.getppid()) or 1)",
-    "libc = ctypes.CDLL(None, use_errno=True)\nif libc.syscall(IOPRIO_SET, 1, os.getppid(), 3 << 13) and "
+    "libc = ctypes.CDLL(None, use_errno=True)\nif libc.syscall(IOPRIO_SET, 1, harness, 3 << 13) and "
     "ctypes.get_errno() == 1:\n    raise PermissionError()",
 ]
 
@@ -497,9 +508,7 @@ def test_the_syscall_filter_refuses_what_would_reach_the_sandboxs_own_processes(
     if isolation == "bwrap" and not shutil.which("bwrap"):
         pytest.skip("no bwrap here")
     ioprio = {"x86_64": 251, "aarch64": 30}[platform.machine()]
-    find = ("tester = ([int(p) for p in os.listdir('/proc') if p.isdigit() and int(p) not in (1, os.getpid(), "
-            "os.getppid())] + [os.getppid()])[0]\n")
-    code = [f"import ctypes, os, resource, signal\nIOPRIO_SET = {ioprio}\n{find}"
+    code = [f"{FIND}IOPRIO_SET = {ioprio}\n"
             + f"try:\n    {textwrap.indent(attack, '    ').strip()}\nexcept PermissionError:\n    {HONEST['stdio']}"
             for attack in REFUSED]
     start = time.monotonic()
@@ -520,6 +529,19 @@ def test_a_candidate_still_manages_its_own_processes(verifier):
             "os.setpriority(os.PRIO_PROCESS, 0, 5)\nresource.prlimit(0, resource.RLIMIT_NOFILE, (64, 64))\n"
             "os.sched_setaffinity(0, os.sched_getaffinity(0))\n" + HONEST["stdio"])
     assert run(verifier, ADD_STDIO, code).passed
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one CPU: nothing to pin")
+def test_each_worker_runs_on_one_cpu_of_its_own():
+    code = "import os\nraise ValueError(f'cpus={sorted(os.sched_getaffinity(0))}')\n"
+    seen = {}
+    for pin in (True, False):
+        with Verifier(SandboxConfig(workers=2, pin_workers=pin)) as v:
+            v.verify(PROBLEMS, [(ADD_ASSERT.id, HONEST["assert"])] * 4)  # both workers started
+            seen[pin] = {x.detail.split("cpus=")[1] for x in v.verify(PROBLEMS, [(ADD_STDIO.id, code)] * 16)}
+    allowed = str(sorted(os.sched_getaffinity(0)))
+    assert seen[False] == {allowed}
+    assert len(seen[True]) == 2 and all(len(json.loads(cpus)) == 1 for cpus in seen[True]), seen
 
 
 def test_detached_children_do_not_survive(verifier, sentinel):
@@ -585,6 +607,65 @@ def test_searching_the_disk_for_expected_outputs(verifier, tmp_path):
             "        if m:\n            print(m.group(1))\n            raise SystemExit\n")
     v = run(verifier, p, code)
     assert not v.passed
+
+
+# What a candidate finds in its own process: the frames above it, every live object, and every readable byte of
+# its memory (read in place with ctypes). It must find neither the test it is checked by nor an earlier candidate's
+# code. It looks for text that matches a pattern and has a given hash, so that what it looks for is nowhere in it.
+SEARCH_MEMORY = """import ctypes, gc, hashlib, re, sys
+
+def search(pattern, digest):
+    def hit(text):
+        for m in re.finditer(pattern, text):
+            if hashlib.sha256(m.group(1).encode()).hexdigest() == digest:
+                return m.group(1)
+    f = sys._getframe()
+    while f is not None:
+        for value in list(f.f_locals.values()):
+            found = hit(repr(value))
+            if found:
+                return found
+        f = f.f_back
+    for obj in gc.get_objects():
+        if isinstance(obj, (dict, list, tuple, str)):
+            found = hit(repr(obj)[:100000])
+            if found:
+                return found
+    with open('/proc/self/maps') as maps:
+        for line in maps:
+            span, perms = line.split()[:2]
+            lo, hi = (int(x, 16) for x in span.split('-'))
+            if 'r' in perms and hi - lo < 1 << 28 and not line.rstrip().endswith(('[vvar]', '[vvar_vclock]', '[vsyscall]')):
+                found = hit(ctypes.string_at(lo, hi - lo).decode('latin-1'))
+                if found:
+                    return found
+    return None
+"""
+
+
+def test_a_candidate_finds_neither_its_test_nor_other_candidates_in_its_memory():
+    answer = str(7_000_000 + uuid.uuid4().int % 1_000_000)
+    marker = "SIBLING-" + uuid.uuid4().hex[:12]
+    digest = {x: hashlib.sha256(x.encode()).hexdigest() for x in (answer, marker)}
+    secret_test = Problem(id="hidden", prompt="", tests={"kind": "assert", "entry_point": "f", "code": (
+        f"def check(candidate):\n    assert candidate(3) == {answer}\n")})
+    sibling = Problem(id="sibling", prompt="", tests={"kind": "call", "fn_name": "g", "cases": [
+        {"args": [], "expected": "found"}]})
+    honest = f"def g():\n    note = '{marker}'\n    return 'not found'\n"
+    reads_test = SEARCH_MEMORY + f"def f(x):\n    return int(search(r'== (7\\d{{6}})', '{digest[answer]}') or 0)\n"
+    reads_sibling = SEARCH_MEMORY + (f"def g():\n    return 'found' if search(r'(SIBLING-[0-9a-f]{{12}})', "
+                                     f"'{digest[marker]}') else 'not found'\n")
+    with Verifier(SandboxConfig(workers=1, timeout_s=10.0)) as v:
+        problems = {secret_test.id: secret_test, sibling.id: sibling}
+        verdicts = v.verify(problems, [(sibling.id, honest), (secret_test.id, reads_test), (sibling.id, reads_sibling),
+                                       (secret_test.id, f"def f(x):\n    return {answer}\n"),
+                                       (secret_test.id, reads_test + f"NOTE = '== {answer}'\n"),
+                                       (sibling.id, reads_sibling + f"NOTE = '{marker}'\n")])
+    first, test_reader, sibling_reader, correct, *controls = verdicts
+    assert first.status is Status.WRONG_ANSWER and correct.passed, (first, correct)  # the problems work
+    assert all(x.passed for x in controls), controls  # the search finds what is in its own code
+    assert test_reader.status is Status.WRONG_ANSWER, test_reader
+    assert sibling_reader.status is Status.WRONG_ANSWER, sibling_reader
 
 
 def test_reading_or_writing_any_fd_cannot_forge_an_assert_pass(verifier):
