@@ -113,8 +113,8 @@ class SandboxConfig:
         "help": "directories mounted read-only and added to sys.path (e.g. a site-packages with numpy); never the problem data"})
     startup_s: float = field(default=1.0, metadata={"help": "extra seconds for the first case (module import, warm-up)"})
     pin_workers: bool = field(default=True, metadata={
-        "help": "pin each worker (its harness, tester and candidates) to one CPU of this process's set, when there are "
-                "at least as many CPUs as workers: a unit hands off between four processes, cheaper on one CPU"})
+        "help": "pin each worker (its harness, tester and candidates) to a CPU of its own when there are as many workers "
+                "as CPUs this process may use (the default): a unit hands off between four processes, cheaper on one CPU"})
     syscall_filter: bool = field(default=True, metadata={
         "help": "refuse (seccomp) a candidate's signals and limit or scheduling changes aimed at the sandbox's own "
                 "processes; off only to test the checks behind it"})
@@ -373,7 +373,9 @@ class _Worker:
         self.launch, self.config = launch, config
         self.box: _Sandbox | None = None
         cpus = sorted(os.sched_getaffinity(0))
-        self.cpu = cpus[index % len(cpus)] if config.pin_workers and config.workers <= len(cpus) else None
+        # only when the workers take every CPU we may use: with fewer, another Verifier or process pinned the same way
+        # would share our CPUs while others idle, so the scheduler places them
+        self.cpu = cpus[index % len(cpus)] if config.pin_workers and config.workers == len(cpus) else None
 
     def reset(self) -> None:
         if self.box is not None:
