@@ -66,7 +66,6 @@ CONTROL_FD = 3  # set from argv; the candidate never holds it
 # to run before that: outside the sandbox they would kill every process it can see and empty the
 # machine's /tmp.
 CONFINED = False
-EXIT_MEMORY, EXIT_SYNTAX, EXIT_SETUP = forker.EXIT_MEMORY, forker.EXIT_SYNTAX, forker.EXIT_SETUP
 PR_SET_DUMPABLE = 4
 ENVIRONMENT = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "OMP_NUM_THREADS": "1"}  # all a run's process sees
 # Modules imported once by the warm harness, so that forked runs find them loaded (what HumanEval-,
@@ -282,7 +281,7 @@ def tester_process(job: dict, control: int) -> int:
     try:
         return tester.serve(tester.CONTROL_FD)
     except MemoryError:
-        return EXIT_MEMORY
+        return forker.EXIT_MEMORY
 
 
 class Tester:
@@ -356,9 +355,9 @@ def start_test(job: dict, fds: list[int]) -> dict | None:
         retire_tester()
     done = {"stdout": "", "seconds": 0.0}
     if answer is None:
-        return {"fate": "exit", "code": EXIT_SETUP, "stderr": "the tester process failed to start", "results": [], **done}
+        return {"fate": "exit", "code": forker.EXIT_SETUP, "stderr": "the tester process failed to start", "results": [], **done}
     if "bad_test" in answer:
-        return {"fate": "exit", "code": EXIT_SETUP, "stderr": str(answer["bad_test"]), "results": [], **done}
+        return {"fate": "exit", "code": forker.EXIT_SETUP, "stderr": str(answer["bad_test"]), "results": [], **done}
     if "unsupported" in answer:  # an infrastructure limit, never a verdict on the candidate
         return {"fate": "exit", "code": 0, "stderr": "", "results": [{"error": answer["unsupported"], "unsupported": True}],
                 **done}
@@ -454,7 +453,7 @@ def run_unit(job: dict, code, stdin_data: str | None) -> dict:
 
 def exit_fate(status: int) -> dict:
     code = os.waitstatus_to_exitcode(status)
-    if code == EXIT_MEMORY:
+    if code == forker.EXIT_MEMORY:
         return {"fate": "memory_limit", "code": code}
     if code == -signal.SIGXCPU:
         return {"fate": "timeout", "code": code}
@@ -530,7 +529,7 @@ def run_job(job: dict) -> dict:
     job["workdir"] = f"/tmp/run-{time.monotonic_ns()}"
     code, error = compile_job(job)
     if code is None:
-        return {"units": [{"fate": "exit", "code": EXIT_SYNTAX, "stderr": error, "stdout": "", "results": [],
+        return {"units": [{"fate": "exit", "code": forker.EXIT_SYNTAX, "stderr": error, "stdout": "", "results": [],
                            "seconds": 0.0}]}
     if job["kind"] == "stdio":
         units = []

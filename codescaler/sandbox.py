@@ -69,12 +69,10 @@ warning and notes itself in every verdict's `detail`.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -334,10 +332,9 @@ class _Sandbox:
         return (err.decode("utf-8", "replace").strip().splitlines() or ["(no output)"])[-1][:300]
 
     def request(self, job: dict, timeout: float) -> dict:
-        data = json.dumps(job).encode()
         try:
             self.sock.settimeout(30.0)
-            self.sock.sendall(struct.pack("!I", len(data)) + data)
+            self.sock.sendall(wire.frame(job))
         except OSError as e:
             self.close()
             raise SandboxUnavailable(f"sandbox is gone ({type(e).__name__})") from None

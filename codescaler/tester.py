@@ -7,7 +7,8 @@ One unit, in order:
 
 1. the harness sends the test and the unit's fds: stdin, stdout, stderr and the link to the candidate;
 2. the tester compiles and analyses the test (kept per test) and answers "ready", or why it cannot run it;
-3. only then does the harness fork the candidate, and then it sends a per-run secret, held by no other process;
+3. only then is the candidate's process forked (by the forker), and the harness sends a per-run secret, held by no
+   other process;
 4. the test reaches the candidate through `wire.Remote` proxies, which bring back copies of plain data or handles;
 5. the tester closes the unit's fds and reports: the secret when `check` returned, else the error.
 
@@ -41,7 +42,7 @@ IGNORED = (signal.SIGINT, signal.SIGPIPE)
 def serve(control: int = CONTROL_FD) -> int:
     """The tester's loop: one unit per job from the harness, until the harness closes the socket.
 
-    A MemoryError propagates (the caller exits with harness.EXIT_MEMORY and the harness replaces this process)."""
+    A MemoryError propagates (the caller exits with forker.EXIT_MEMORY and the harness replaces this process)."""
     for sig in IGNORED:
         signal.signal(sig, signal.SIG_IGN)
     sock = socket.socket(fileno=control)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from codescaler import harness, wire
+from codescaler import forker, wire
 from codescaler.records import Problem, Status, Verdict
 
 _FATE_STATUS = {"timeout": Status.TIMEOUT, "memory_limit": Status.MEMORY_LIMIT, "output_limit": Status.OUTPUT_LIMIT}
@@ -79,12 +79,12 @@ def fate_failure(fate: dict) -> tuple[Status, str] | None:
     if kind in _FATE_STATUS:
         return _FATE_STATUS[kind], kind.replace("_", " ")
     code = fate.get("code", 0)
-    # our exit codes count only from a process that never ran candidate code (`ran`, harness.enter_child):
+    # our exit codes count only from a process that never ran candidate code (`ran`, forker.enter_child):
     # otherwise `os._exit(203)` would turn wrong code into an infrastructure error, left out of rewards and pass@k
     ours = not fate.get("ran", False)
-    if code == harness.EXIT_SYNTAX and ours:
+    if code == forker.EXIT_SYNTAX and ours:
         return Status.SYNTAX_ERROR, last_line(fate.get("stderr", ""))
-    if code == harness.EXIT_SETUP and ours:
+    if code == forker.EXIT_SETUP and ours:
         return Status.SANDBOX_ERROR, f"the harness failed to set up the run: {last_line(fate.get('stderr', ''))}".rstrip(": ")
     if code != 0:
         how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
@@ -110,7 +110,7 @@ def tally(failures: list[tuple[Status, str] | None], seconds: float) -> Verdict:
 
 
 def tampering(reply: dict, total: int, seconds: float) -> Verdict | None:
-    """A failed verdict when a run changed the harness's own limits or scheduling (harness.process_state)."""
+    """A failed verdict when a run changed the harness's own limits or scheduling (codescaler/harness.py, process_state)."""
     if any(u.get("tampered") for u in reply["units"]):
         return make(Status.RUNTIME_ERROR, 0, total, seconds, "changed the limits or scheduling of the sandbox's own processes")
     return None

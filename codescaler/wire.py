@@ -143,9 +143,14 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def send_frame(fd: int, obj) -> None:
+def frame(obj) -> bytes:
+    """`obj` as JSON behind its 4-byte big-endian length: what every frame looks like on the wire."""
     data = json.dumps(obj).encode()
-    write_all(fd, struct.pack("!I", len(data)) + data)
+    return struct.pack("!I", len(data)) + data
+
+
+def send_frame(fd: int, obj) -> None:
+    write_all(fd, frame(obj))
 
 
 def _exact(read, n: int) -> bytes | None:
@@ -191,8 +196,7 @@ def try_send(fd: int, obj) -> None:
 
 def send_frame_fds(sock: socket.socket, obj, fds: list[int]) -> None:
     """A frame with open fds attached (SCM_RIGHTS on its first bytes): the receiver gets its own copies."""
-    data = json.dumps(obj).encode()
-    data = struct.pack("!I", len(data)) + data
+    data = frame(obj)
     sent = socket.send_fds(sock, [data], fds)
     sock.sendall(data[sent:])
 

@@ -24,7 +24,7 @@ import uuid
 
 import pytest
 
-from codescaler import harness, seccomp, wire
+from codescaler import forker, harness, seccomp, wire
 from codescaler.records import Problem, Status
 from codescaler.sandbox import HARNESS_FILES, SandboxConfig, Verifier, verify_batch, verify_one
 from codescaler.verdicts import plain_equal, stdio_matches
@@ -337,7 +337,7 @@ def test_a_tests_imports_stay_loaded_in_the_tester_never_in_the_candidate(world_
                                   "import os\ndef add(a, b):\n    os._exit({code})\n"])
 def test_faking_the_harness_exit_codes_is_never_an_infrastructure_error(verifier, problem, code):
     # `sandbox_error` samples are left out of rewards and pass@k, so a candidate must not be able to claim one
-    for exit_code in (harness.EXIT_SETUP, harness.EXIT_SYNTAX):
+    for exit_code in (forker.EXIT_SETUP, forker.EXIT_SYNTAX):
         v = run(verifier, problem, code.format(code=exit_code))
         assert not v.passed and v.status not in (Status.SANDBOX_ERROR, Status.SYNTAX_ERROR), v
 
