@@ -13,9 +13,12 @@ Ways, per shape (the padded ways are length-sorted; all of ours apply the score 
   ours_bNNk           bf16, length-sorted batches padded to the longest, filled to an NNk-token budget, no mask
   ours_packedNNk      bf16, packed into one row per NNk tokens, no pad tokens; flash-attention varlen
                       (codescaler/packing.py)
-  ours_compiled_*     torch.compile of the backbone (dynamic shapes) after a compiling pass (--compile-ways:
-                      packed by default; padded; tuned = packed with inductor's coordinate-descent tuning;
-                      frozen = packed with inductor freezing), each followed by a profile of its top GPU kernels
+  ours_compiled_*     torch.compile (dynamic shapes) after a compiling pass (--compile-ways: regional
+                      (one decoder layer compiled, reused by all: the scorer default) and the whole backbone by
+                      default, all packed; also fused = regional + gate/up stacked (codescaler/fusion.py); fp8 =
+                      fused + float8 linears (an experiment, not in the scorer); padded; tuned = whole + inductor's
+                      coordinate-descent tuning; frozen = whole + inductor freezing), each followed by a profile
+                      of its top GPU kernels
 First a known-answer check of the varlen attention against per-input SDPA, and the packed attention alone
 (flash varlen against cuDNN's varlen attention, one 8B layer). Eager ways for every shape run
 first, then the compiled ones while --deadline-s allows; the JSON is rewritten after each step.
@@ -72,14 +75,17 @@ def sync():
         torch.cuda.synchronize()
 
 
-def measure(name, fn, seqs, flops, peak_tflops, rows):
+def measure(name, fn, seqs, flops, peak_tflops, rows, repeats=1):
+    """Time `repeats` passes of fn over seqs; the row keeps the fastest."""
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    sync()
-    t0 = time.perf_counter()
-    scores = fn(seqs)
-    sync()
-    dt = time.perf_counter() - t0
+    dt = float("inf")
+    for _ in range(repeats):
+        sync()
+        t0 = time.perf_counter()
+        scores = fn(seqs)
+        sync()
+        dt = min(dt, time.perf_counter() - t0)
     tokens = sum(len(s) for s in seqs)
     rows[name] = {"seqs": len(seqs), "tokens": tokens, "seconds": round(dt, 3), "tokens_per_s": round(tokens / dt, 1),
                   "seqs_per_s": round(len(seqs) / dt, 2),
@@ -106,14 +112,69 @@ def build(name, device):
     return model, n_dense, flops
 
 
-def scorer_fn(model, budget, packing=False, compile=False):
+def scorer_fn(model, budget, packing=False, compile=False, scope="layers"):
     from codescaler.scorer import RewardScorer, ScorerConfig
 
     scorer = RewardScorer(ScorerConfig(model="bench", token_budget=budget, max_length=2048,
                                        packing="on" if packing else "off",
-                                       compile=compile),
+                                       compile=compile, compile_scope=scope),
                           tokenizer=SimpleNamespace(pad_token_id=0), model=model)
     return scorer.score_ids
+
+
+FP8_MAX = 448.0  # largest float8 e4m3fn
+
+
+class FP8Linear(torch.nn.Module):
+    """Experiment, not in the scorer: y = x W^T in float8 e4m3 (torch._scaled_mm), the weight scaled per
+    output channel once, the input per token on the fly (rowwise scales), bf16 out."""
+
+    def __init__(self, linear):
+        super().__init__()
+        w = linear.weight.detach().float()
+        scale = w.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / FP8_MAX  # [N, 1]
+        self.register_buffer("weight_fp8", (w / scale).to(torch.float8_e4m3fn))  # [N, K]
+        self.register_buffer("weight_scale", scale.t().contiguous())  # [1, N]
+        self.bias = linear.bias
+
+    def forward(self, x):
+        flat = x.reshape(-1, x.shape[-1])
+        scale = flat.abs().amax(dim=1, keepdim=True).float().clamp(min=1e-12) / FP8_MAX  # [M, 1]
+        q = (flat.float() / scale).to(torch.float8_e4m3fn)
+        y = torch._scaled_mm(q, self.weight_fp8.t(), scale_a=scale, scale_b=self.weight_scale, bias=self.bias,
+                             out_dtype=x.dtype)
+        return y.reshape(*x.shape[:-1], y.shape[-1])
+
+
+def fp8_linears(backbone) -> int:
+    """Every nn.Linear inside the decoder layers becomes an FP8Linear (the score head stays bf16)."""
+    swapped = 0
+    for parent in list(backbone.layers.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, torch.nn.Linear):
+                setattr(parent, name, FP8Linear(child))
+                swapped += 1
+    return swapped
+
+
+def sync_points(fn, seqs):
+    """The operations that made the host wait for the GPU during one call (torch's sync debug mode)."""
+    import warnings
+
+    if not torch.cuda.is_available():
+        return None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn(seqs)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    found: dict[str, int] = {}
+    for w in caught:
+        key = str(w.message).splitlines()[0][:160]
+        found[key] = found.get(key, 0) + 1
+    return found
 
 
 def check_varlen(device, report):
@@ -204,36 +265,69 @@ def eager_phase(name, args, seqs, device, out):
     for budget in args.budgets:
         fn = scorer_fn(model, budget, packing=True)
         fn(seqs[:8])
-        scores = measure(f"ours_packed{budget // 1024}k", fn, seqs, flops, args.peak_tflops, rows)
-        packed = packed or scores
-    profile_into(out, "profile_packed_top_kernels", scorer_fn(model, args.budgets[0], packing=True), seqs)
+        packed_last = measure(f"ours_packed{budget // 1024}k", fn, seqs, flops, args.peak_tflops, rows)
+        packed = packed or packed_last
+    fn = scorer_fn(model, args.budgets[0], packing=True)
+    profile_into(out, "profile_packed_top_kernels", fn, seqs)
+    out["sync_points_packed"] = sync_points(fn, seqs[:64])  # expected: one wait per batch, for its scores
+    print(f"  host waits in one packed call of 64 inputs: {out['sync_points_packed']}", flush=True)
     out["max_abs_diff_bf16_vs_seed_bf16"] = max(abs(a - b) for a, b in zip(s16, padded))
     out["max_abs_diff_packed_vs_padded_bf16"] = max(abs(a - b) for a, b in zip(packed, padded))
+    if args.eager_fused:
+        from codescaler.fusion import fuse_gate_up
+
+        out["fused_mlps"] = fuse_gate_up(model)
+        budget = args.budgets[-1]
+        fn = scorer_fn(model, budget, packing=True)
+        fn(seqs[:8])
+        scores = measure(f"ours_packed{budget // 1024}k_fused", fn, seqs, flops, args.peak_tflops, rows)
+        out["max_abs_diff_fused_vs_packed_bf16"] = max(abs(a - b) for a, b in zip(packed_last, scores))
     summarise(out)
 
 
-def compile_phase(name, args, seqs, device, out, packing, tuned=False, freeze=False):
-    """torch.compile of the backbone (dynamic shapes): a compiling first pass, then a timed one.
-    tuned: with inductor's coordinate-descent tuning of its own (pointwise, norm) kernels;
-    freeze: with inductor freezing (weights as constants, which may fuse projections sharing an input)."""
+def compile_phase(name, args, seqs, device, out, packing=True, scope="layers", fused=False, fp8=False, tuned=False,
+                  freeze=False, autotune=False):
+    """torch.compile (dynamic shapes): a compiling first pass, then timed ones (the fastest of --repeats).
+    scope: layers (regional: one decoder layer's graph serves all) or model (the whole backbone);
+    fused: gate and up projections stacked (codescaler/fusion.py); fp8: every layer's linears in float8
+    (FP8Linear, an experiment); tuned: inductor's coordinate-descent tuning of its own kernels;
+    freeze: inductor freezing (weights as constants, which may fuse projections sharing an input)."""
     import torch._inductor.config as inductor_config
+    from torch._dynamo.utils import counters
 
+    # Each way compiles from nothing (no graphs cached in this process or on disk), so its first pass
+    # times its whole compile; Triton's cache of identical kernels still serves later ways.
+    torch._dynamo.reset()
+    counters.clear()
+    inductor_config.fx_graph_cache = False
     inductor_config.coordinate_descent_tuning = tuned
+    inductor_config.max_autotune = autotune  # GEMMs: Triton templates (with fused epilogues) against cuBLAS
     inductor_config.freezing = freeze
     model, _, flops = build(name, device)
     model.to(torch.bfloat16)
+    if fused:
+        from codescaler.fusion import fuse_gate_up
+
+        out["fused_mlps"] = fuse_gate_up(model)
+    if fp8:
+        out["fp8_linears"] = fp8_linears(model.model)
     budget = args.compile_budget
-    way = f"ours_compiled_{'tuned_' if tuned else ''}{'frozen_' if freeze else ''}{'packed' if packing else 'b'}{budget // 1024}k"
-    fn = scorer_fn(model, budget, packing=packing, compile=True)
+    way = (f"ours_compiled_{scope}_{'autotune_' if autotune else ''}{'tuned_' if tuned else ''}{'frozen_' if freeze else ''}{'fused_' if fused else ''}"
+           f"{'fp8_' if fp8 else ''}{'packed' if packing else 'b'}{budget // 1024}k")
+    fn = scorer_fn(model, budget, packing=packing, compile=True, scope=scope)
     t0 = time.perf_counter()
     first = fn(seqs)
     out[f"{way}_first_pass_s"] = round(time.perf_counter() - t0, 1)
-    again = measure(way, fn, seqs, flops, args.peak_tflops, out["ways"])
+    out[f"{way}_graphs"] = {"compiled": counters["stats"]["unique_graphs"],
+                             "graph_breaks": sum(counters["graph_break"].values())}
+    print(f"  {way}: first (compiling) pass {out[f'{way}_first_pass_s']} s, {out[f'{way}_graphs']}", flush=True)
+    again = measure(way, fn, seqs, flops, args.peak_tflops, out["ways"], repeats=args.repeats)
     out[f"{way}_max_abs_diff_between_passes"] = max(abs(a - b) for a, b in zip(first, again))
     base = args.compiled_scores.setdefault(name, {})  # the first compiled way is the reference of the others
     if base:
         ref_way, ref = next(iter(base.items()))
         out[f"{way}_max_abs_diff_vs_{ref_way}"] = max(abs(a - b) for a, b in zip(ref, again))
+        out[f"{way}_corr_vs_{ref_way}"] = round(float(torch.corrcoef(torch.tensor([ref, again]))[0, 1]), 6)
     else:
         base[way] = again
     profile_into(out, f"profile_{way}_top_kernels", fn, seqs)
@@ -277,9 +371,16 @@ def main():
     ap.add_argument("--compile-budget", type=int, default=32768, help="token budget of the compiled ways")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile ways")
     ap.add_argument("--compile-only", action="store_true", help="only the torch.compile ways (and their profiles)")
-    ap.add_argument("--compile-ways", default="packed",
-                    help="compiled ways, in order: packed, padded, tuned (packed + inductor coordinate-descent "
-                         "tuning), frozen (packed + inductor freezing)")
+    ap.add_argument("--compile-ways", default="layers,model",
+                    help="compiled ways, in order, each for every shape or for one (KIND:SHAPE): layers (packed, "
+                         "regional: the scorer's default), model (packed, the whole backbone), padded (layers, "
+                         "padded batches), fused (layers + gate/up stacked), fp8 (fused + float8 linears, an "
+                         "experiment), tuned (model + inductor coordinate-descent tuning), frozen (model + "
+                         "inductor freezing)")
+    ap.add_argument("--repeats", type=int, default=2, help="timed passes of each compiled way (the fastest counts)")
+    ap.add_argument("--eager-fused", action="store_true",
+                    help="after the eager ways, stack gate/up (codescaler/fusion.py) and time packed again")
+    ap.add_argument("--no-attention-kernels", action="store_true", help="skip the attention-kernel microbench")
     ap.add_argument("--deadline-s", type=float, default=360,
                     help="start no new step after this many seconds (the device lease is short)")
     ap.add_argument("--tiny", action="store_true", help="CPU smoke run on a tiny shape")
@@ -310,7 +411,8 @@ def main():
     if device == "cuda":
         check_varlen(device, report)
         try:
-            attention_kernels(device, seqs, args, report)
+            if not args.no_attention_kernels:
+                attention_kernels(device, seqs, args, report)
         except Exception as e:  # the model ways still run
             report["attention_kernels_error"] = f"{type(e).__name__}: {e}"[:1000]
         save()
@@ -318,10 +420,14 @@ def main():
     # the JSON is rewritten after each step, so a run cut short keeps what it measured.
     steps = [(eager_phase, name, {}) for name in shapes if not args.compile_only]
     if not args.no_compile:
-        kinds = {"packed": {"packing": True}, "padded": {"packing": False}, "tuned": {"packing": True, "tuned": True},
-                 "frozen": {"packing": True, "freeze": True}}
-        for kind in args.compile_ways.split(","):
-            steps += [(compile_phase, name, kinds[kind]) for name in shapes]
+        kinds = {"layers": {}, "model": {"scope": "model"}, "padded": {"packing": False},
+                 "fused": {"fused": True}, "autotune": {"autotune": True}, "fp8": {"fused": True, "fp8": True},
+                 "tuned": {"scope": "model", "tuned": True}, "frozen": {"scope": "model", "freeze": True}}
+        for item in args.compile_ways.split(","):
+            kind, _, only = item.partition(":")
+            if kind not in kinds:
+                ap.error(f"--compile-ways: unknown way {kind!r}; use {', '.join(kinds)}")
+            steps += [(compile_phase, name, kinds[kind]) for name in shapes if not only or name == only]
     for phase, name, kw in steps:
         elapsed = time.perf_counter() - started
         if elapsed > args.deadline_s:

@@ -31,6 +31,7 @@ from codescaler.shaping import shape
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 PACKING_MODES = ("auto", "on", "off")
+COMPILE_SCOPES = ("layers", "model")
 
 
 def default_model_dir() -> str:
@@ -75,7 +76,11 @@ class ScorerConfig:
                 "padding; slower; turns auto packing off)"})
     compile: bool = field(default=False, metadata={
         "help": "torch.compile the backbone (dynamic shapes): 1.34x on 8B and 1.6x on 1.7B, packed, on an H100, "
-                "after a first pass of ~100 s that compiles; pays off from ~10k scored inputs (bench/)"})
+                "after a first pass that compiles (see --compile-scope; bench/)"})
+    compile_scope: str = field(default="layers", metadata={
+        "help": "what --compile compiles: layers = one decoder layer, whose code every layer reuses (regional "
+                "compilation: the first pass compiles one layer, not all of them); model = the whole backbone "
+                "as one graph"})
     packing: str = field(default="auto", metadata={
         "help": "auto, on or off: pack each batch into one row with no pad tokens, attention kept inside each "
                 "input (flash-attention varlen on CUDA, per-input SDPA elsewhere: codescaler/packing.py). "
@@ -90,6 +95,8 @@ class ScorerConfig:
             raise ValueError(f"shaping={self.shaping!r}; use one of {SHAPING_MODES}")
         if self.packing not in PACKING_MODES:
             raise ValueError(f"packing={self.packing!r}; use one of {PACKING_MODES}")
+        if self.compile_scope not in COMPILE_SCOPES:
+            raise ValueError(f"compile_scope={self.compile_scope!r}; use one of {COMPILE_SCOPES}")
         if self.pad_mask and self.packing == "on":
             raise ValueError("pad_mask is for padded batches and packing='on' has none; use packing='off' or 'auto'")
         if self.max_length < 32:
@@ -223,6 +230,23 @@ def load_reward_model(model: str, dtype=None, device=None, attn_implementation: 
 # ---------------------------------------------------------------- scoring
 
 
+def compile_backbone(backbone, scope: str):
+    """torch.compile with dynamic shapes (one graph for all batch shapes; padded widths are rounded up to 64).
+
+    scope "layers" compiles each decoder layer in place (regional compilation): the layers share one code
+    object and their weights are graph inputs, so the first layer's graph serves all of them and compiling
+    costs one layer, not the whole stack. The embedding and final norm stay eager. A backbone without a
+    `layers` list is compiled whole."""
+    import torch
+
+    layers = getattr(backbone, "layers", None)
+    if scope == "layers" and isinstance(layers, torch.nn.ModuleList) and len(layers):
+        for layer in layers:
+            layer.compile(dynamic=True)
+        return backbone
+    return torch.compile(backbone, dynamic=True)
+
+
 def use_packing(mode: str, model, backbone, head) -> bool:
     """Resolve ScorerConfig.packing: "auto" packs when the model allows it (SDPA, full attention, backbone + head)."""
     fits = backbone is not None and head is not None
@@ -270,10 +294,7 @@ class RewardScorer:
                 print(f"warning: scoring with padded batches: {e}", file=sys.stderr)
                 self.packing = False
         if self.config.compile and self._backbone is not None:
-            import torch
-
-            # dynamic=True: one graph for all batch shapes; widths are rounded up to 64 to limit recompiles.
-            self._backbone = torch.compile(self._backbone, dynamic=True)
+            self._backbone = compile_backbone(self._backbone, self.config.compile_scope)
 
     def encode(self, prompts: Sequence[str], codes: Sequence[str]) -> list[tuple[list[int], bool]]:
         return [build_rm_input(self.tokenizer, p, c, self.config.max_length) for p, c in zip(prompts, codes)]
@@ -287,22 +308,40 @@ class RewardScorer:
         return list(zip(self.score_ids([ids for ids, _ in encoded], progress), (t for _, t in encoded)))
 
     def score_ids(self, seqs: Sequence[list[int]], progress: Callable[[int], None] | None = None) -> list[float]:
-        """Raw RM logits for already-built inputs, in input order."""
+        """Raw RM logits for already-built inputs, in input order.
+
+        A batch's logits are read only once the next batch is queued: on a GPU the host builds and sends
+        batch i+1 while batch i runs, so the GPU never waits for the host between batches."""
         scores: list[float] = [0.0] * len(seqs)
         plan = plan_packed if self.packing else plan_batches
+        queued = None
         for batch in plan([len(s) for s in seqs], self.token_budget, self.config.max_batch_size):
-            for i, s in zip(batch, self._forward([seqs[i] for i in batch])):
-                scores[i] = s
-            if progress is not None:
-                progress(len(batch))
+            current = (batch, *self._forward([seqs[i] for i in batch]))
+            if queued is not None:
+                self._collect(*queued, scores, progress)
+            queued = current
+        if queued is not None:
+            self._collect(*queued, scores, progress)
         return scores
 
-    def _forward(self, seqs: list[list[int]]) -> list[float]:
-        """One batch: right-padded (default) or packed into one row without padding."""
+    @staticmethod
+    def _collect(batch: list[int], logits, done, scores: list[float], progress) -> None:
+        if done is not None:
+            done.synchronize()  # this batch's logits have reached the host; later batches still run
+        for i, s in zip(batch, logits.tolist()):
+            scores[i] = s
+        if progress is not None:
+            progress(len(batch))
+
+    def _forward(self, seqs: list[list[int]]):
+        """One batch, queued: right-padded (default) or packed into one row without padding.
+
+        Returns (float32 logits in a host tensor, CUDA event): on a GPU the tensor is filled once the
+        event has passed; on the CPU it is ready and the event is None."""
         import torch
 
         lengths = torch.tensor([len(s) for s in seqs])
-        pin = self.device.type == "cuda"
+        cuda = self.device.type == "cuda"
         extra: dict = {}
         if self.packing:
             # Padding-free: one row, positions restarting per input, attention kept inside each input
@@ -328,14 +367,25 @@ class RewardScorer:
             # Else no mask at all: with right padding and causal attention no real token ever sees a pad,
             # so the hidden state at each last real token is exact, and SDPA can take its fused causal
             # (flash) kernel instead of a masked one.
-        inputs = {k: (v.pin_memory() if pin else v).to(self.device, non_blocking=pin) for k, v in inputs.items()}
+        # Every host-to-device copy is from pinned memory and asynchronous (a pageable one would wait for
+        # the GPU to finish the batch before), including the indices of the last tokens.
+        moved = {k: (v.pin_memory() if cuda else v).to(self.device, non_blocking=cuda)
+                 for k, v in {**inputs, "_rows": rows, "_last": last}.items()}
+        rows, last = moved.pop("_rows"), moved.pop("_last")
         with torch.inference_mode():
             if self._backbone is not None and self._head is not None:
-                hidden = self._backbone(**inputs, **extra, use_cache=False).last_hidden_state
-                logits = self._head(hidden[rows.to(hidden.device), last.to(hidden.device)])
+                hidden = self._backbone(**moved, **extra, use_cache=False).last_hidden_state
+                logits = self._head(hidden[rows, last])
             else:  # an architecture without the usual backbone/score split
-                logits = self.model(**inputs).logits
-        return logits[:, 0].float().cpu().tolist()
+                logits = self.model(**moved).logits
+            logits = logits[:, 0].float()
+            if not cuda:
+                return logits, None
+            out = torch.empty(logits.shape, dtype=torch.float32, pin_memory=True)
+            out.copy_(logits, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record()
+        return out, done
 
     def score(self, prompts: Sequence[str], responses: Sequence[str],
               progress: Callable[[int], None] | None = None) -> list[Scored]:
@@ -374,7 +424,8 @@ def add_scorer_args(p) -> None:
     from codescaler.cli import add_config_args
 
     add_config_args(p, ScorerConfig, choices={"extraction": EXTRACTION_MODES, "shaping": SHAPING_MODES,
-                                              "dtype": DTYPES, "packing": PACKING_MODES})
+                                              "dtype": DTYPES, "packing": PACKING_MODES,
+                                              "compile_scope": COMPILE_SCOPES})
 
 
 def scorer_config_from_args(args) -> ScorerConfig:

@@ -21,3 +21,23 @@ def test_score_gpu_tiny_runs_every_eager_way_and_agrees_with_the_seed_way(tmp_pa
     assert tiny["max_abs_diff_fp32_vs_seed"] <= 1e-4
     assert tiny["max_abs_diff_packed_fp32_vs_seed"] <= 1e-4
     assert tiny["best_ours"].startswith("ours_")
+
+
+def test_score_gpu_tiny_compiled_ways_agree_with_the_regional_one(tmp_path):
+    out = tmp_path / "score_gpu.json"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "score_gpu.py"), "--tiny", "--compile-only",
+                           "--compile-ways", "layers,model,fused,fp8", "--repeats", "1", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    tiny = json.loads(out.read_text())["shapes"]["tiny"]
+    assert not tiny.get("errors")
+    ref = "ours_compiled_layers_packed32k"
+    for way in (ref, "ours_compiled_model_packed32k", "ours_compiled_layers_fused_packed32k",
+                "ours_compiled_layers_fused_fp8_packed32k"):
+        assert tiny["ways"][way]["tokens_per_s"] > 0
+        assert tiny[f"{way}_max_abs_diff_between_passes"] == 0.0
+        assert tiny[f"{way}_graphs"]["compiled"] >= 1
+    assert tiny[f"ours_compiled_model_packed32k_max_abs_diff_vs_{ref}"] <= 1e-2  # bf16
+    assert tiny[f"ours_compiled_layers_fused_packed32k_max_abs_diff_vs_{ref}"] <= 1e-2
+    assert tiny["fp8_linears"] == 2 * 6  # q, k, v, o, gate_up, down in each of the 2 layers
+    assert tiny[f"ours_compiled_layers_fused_fp8_packed32k_corr_vs_{ref}"] > 0.99

@@ -169,7 +169,8 @@ def test_auto_packing_falls_back_to_padded_batches(monkeypatch, capsys):
         RewardScorer(ScorerConfig(**cfg, packing="on"), tokenizer=SimpleNamespace(pad_token_id=0), model=tiny_llama())
 
 
-def test_compiled_scores_equal_eager_ones():
+@pytest.mark.parametrize("scope", ["layers", "model"])
+def test_compiled_scores_equal_eager_ones(scope):
     from types import SimpleNamespace
 
     rng = random.Random(3)
@@ -177,8 +178,20 @@ def test_compiled_scores_equal_eager_ones():
     cfg = dict(model="t", dtype="float32", device="cpu", max_length=128, token_budget=256, packing="on")
     tok = SimpleNamespace(pad_token_id=0)
     eager = RewardScorer(ScorerConfig(**cfg), tokenizer=tok, model=tiny_llama()).score_ids(seqs)
-    compiled = RewardScorer(ScorerConfig(**cfg, compile=True), tokenizer=tok, model=tiny_llama()).score_ids(seqs)
+    model = tiny_llama()
+    scorer = RewardScorer(ScorerConfig(**cfg, compile=True, compile_scope=scope), tokenizer=tok, model=model)
+    layers = model.model.layers
+    if scope == "layers":  # each decoder layer compiled in place, the backbone itself left as it is
+        assert scorer._backbone is model.model and all(layer._compiled_call_impl is not None for layer in layers)
+    else:
+        assert scorer._backbone is not model.model and all(layer._compiled_call_impl is None for layer in layers)
+    compiled = scorer.score_ids(seqs)
     assert max(abs(a - b) for a, b in zip(eager, compiled)) <= 1e-4
+
+
+def test_compile_scope_is_checked():
+    with pytest.raises(ValueError, match="compile_scope='graph'.*layers"):
+        ScorerConfig(compile=True, compile_scope="graph")
 
 
 def test_packed_attention_on_the_cpu_takes_sdpa_fused_kernel():
