@@ -13,18 +13,20 @@ Ways, per shape (the padded ways are length-sorted; all of ours apply the score 
   ours_bNNk           bf16, length-sorted batches padded to the longest, filled to an NNk-token budget, no mask
   ours_packedNNk      bf16, packed into one row per NNk tokens, no pad tokens; flash-attention varlen
                       (codescaler/packing.py)
-  ours_compiled_*     torch.compile (dynamic shapes) after a compiling pass (--compile-ways: regional
-                      (one decoder layer compiled, reused by all: the scorer default) and the whole backbone by
-                      default, all packed; also fused = regional + gate/up stacked (codescaler/fusion.py); fp8 =
-                      fused + float8 linears (an experiment, not in the scorer); padded; tuned = whole + inductor's
-                      coordinate-descent tuning; frozen = whole + inductor freezing), each followed by a profile
-                      of its top GPU kernels
+  ours_compiled_*     torch.compile (dynamic shapes) after a compiling pass, packed (--compile-ways: by
+                      default regional, one decoder layer compiled and reused by all, the scorer's way; model =
+                      the whole backbone as one graph; padded; and experiments not in the scorer: fused =
+                      gate/up stacked (GatedMLP); fp8 = fused + float8 linears (FP8Linear); autotune = inductor's
+                      GEMM autotuning; tuned = coordinate-descent tuning; frozen = inductor freezing), each
+                      followed by a profile of its top GPU kernels
 First a known-answer check of the varlen attention against per-input SDPA, and the packed attention alone
 (flash varlen against cuDNN's varlen attention, one 8B layer). Eager ways for every shape run
 first, then the compiled ones while --deadline-s allows; the JSON is rewritten after each step.
 Reports tokens/s, sequences/s, MFU (against --peak-tflops) and peak memory, and the score agreement of
 ours against the seed way (fp32 on the subset; bf16 on all). Writes JSON to bench/results/.
-The default run took 393 s on one H100 (bench/results/score_gpu_h100.log). Needs only torch and transformers.
+On one H100 the default run took 393 s with the whole-backbone compile (bench/results/score_gpu_h100.log); the
+regional compile is ~110 s shorter per 8B pass (bench/results/score_gpu_regional_h100.log, whose command is in
+the README). Needs only torch and transformers.
     python bench/score_gpu.py [--shapes 1.7b,8b] [--compile-only] [--tiny for a CPU smoke run]
 """
 
@@ -120,6 +122,31 @@ def scorer_fn(model, budget, packing=False, compile=False, scope="layers"):
                                        compile=compile, compile_scope=scope),
                           tokenizer=SimpleNamespace(pad_token_id=0), model=model)
     return scorer.score_ids
+
+
+class GatedMLP(torch.nn.Module):
+    """Experiment, not in the scorer (no gain on the H100): down(act(gate(x)) * up(x)) with gate and up
+    stacked into one projection, one GEMM of twice the width, as serving engines do."""
+
+    def __init__(self, mlp):
+        super().__init__()
+        gate, up = mlp.gate_proj, mlp.up_proj
+        self.gate_up_proj = torch.nn.Linear(gate.in_features, 2 * gate.out_features, bias=False,
+                                            device=gate.weight.device, dtype=gate.weight.dtype)
+        with torch.no_grad():
+            self.gate_up_proj.weight.copy_(torch.cat([gate.weight, up.weight]))
+        self.down_proj, self.act_fn = mlp.down_proj, mlp.act_fn
+
+    def forward(self, x):
+        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+        return self.down_proj(self.act_fn(gate) * up)
+
+
+def fuse_gate_up(backbone) -> int:
+    """Each decoder layer's MLP (Qwen3MLP: down_proj(act_fn(gate_proj(x)) * up_proj(x))) becomes a GatedMLP."""
+    for layer in backbone.layers:
+        layer.mlp = GatedMLP(layer.mlp)
+    return len(backbone.layers)
 
 
 FP8_MAX = 448.0  # largest float8 e4m3fn
@@ -274,9 +301,7 @@ def eager_phase(name, args, seqs, device, out):
     out["max_abs_diff_bf16_vs_seed_bf16"] = max(abs(a - b) for a, b in zip(s16, padded))
     out["max_abs_diff_packed_vs_padded_bf16"] = max(abs(a - b) for a, b in zip(packed, padded))
     if args.eager_fused:
-        from codescaler.fusion import fuse_gate_up
-
-        out["fused_mlps"] = fuse_gate_up(model)
+        out["fused_mlps"] = fuse_gate_up(model.model)
         budget = args.budgets[-1]
         fn = scorer_fn(model, budget, packing=True)
         fn(seqs[:8])
@@ -289,9 +314,10 @@ def compile_phase(name, args, seqs, device, out, packing=True, scope="layers", f
                   freeze=False, autotune=False):
     """torch.compile (dynamic shapes): a compiling first pass, then timed ones (the fastest of --repeats).
     scope: layers (regional: one decoder layer's graph serves all) or model (the whole backbone);
-    fused: gate and up projections stacked (codescaler/fusion.py); fp8: every layer's linears in float8
-    (FP8Linear, an experiment); tuned: inductor's coordinate-descent tuning of its own kernels;
-    freeze: inductor freezing (weights as constants, which may fuse projections sharing an input)."""
+    fused: gate and up projections stacked (GatedMLP); fp8: every layer's linears in float8
+    (FP8Linear, an experiment); autotune: inductor's GEMM autotuning (Triton templates against cuBLAS);
+    tuned: inductor's coordinate-descent tuning of its own kernels; freeze: inductor freezing (weights as
+    constants, which may fuse projections sharing an input)."""
     import torch._inductor.config as inductor_config
     from torch._dynamo.utils import counters
 
@@ -306,14 +332,13 @@ def compile_phase(name, args, seqs, device, out, packing=True, scope="layers", f
     model, _, flops = build(name, device)
     model.to(torch.bfloat16)
     if fused:
-        from codescaler.fusion import fuse_gate_up
-
-        out["fused_mlps"] = fuse_gate_up(model)
+        out["fused_mlps"] = fuse_gate_up(model.model)
     if fp8:
         out["fp8_linears"] = fp8_linears(model.model)
     budget = args.compile_budget
-    way = (f"ours_compiled_{scope}_{'autotune_' if autotune else ''}{'tuned_' if tuned else ''}{'frozen_' if freeze else ''}{'fused_' if fused else ''}"
-           f"{'fp8_' if fp8 else ''}{'packed' if packing else 'b'}{budget // 1024}k")
+    flags = "".join(f"{flag}_" for flag, on in (("autotune", autotune), ("tuned", tuned), ("frozen", freeze),
+                                                  ("fused", fused), ("fp8", fp8)) if on)
+    way = f"ours_compiled_{scope}_{flags}{'packed' if packing else 'b'}{budget // 1024}k"
     fn = scorer_fn(model, budget, packing=packing, compile=True, scope=scope)
     t0 = time.perf_counter()
     first = fn(seqs)
@@ -371,15 +396,15 @@ def main():
     ap.add_argument("--compile-budget", type=int, default=32768, help="token budget of the compiled ways")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile ways")
     ap.add_argument("--compile-only", action="store_true", help="only the torch.compile ways (and their profiles)")
-    ap.add_argument("--compile-ways", default="layers,model",
+    ap.add_argument("--compile-ways", default="layers",
                     help="compiled ways, in order, each for every shape or for one (KIND:SHAPE): layers (packed, "
                          "regional: the scorer's default), model (packed, the whole backbone), padded (layers, "
                          "padded batches), fused (layers + gate/up stacked), fp8 (fused + float8 linears, an "
-                         "experiment), tuned (model + inductor coordinate-descent tuning), frozen (model + "
-                         "inductor freezing)")
+                         "experiment), autotune (layers + inductor GEMM autotuning), tuned (model + inductor "
+                         "coordinate-descent tuning), frozen (model + inductor freezing)")
     ap.add_argument("--repeats", type=int, default=2, help="timed passes of each compiled way (the fastest counts)")
     ap.add_argument("--eager-fused", action="store_true",
-                    help="after the eager ways, stack gate/up (codescaler/fusion.py) and time packed again")
+                    help="after the eager ways, stack gate/up (GatedMLP) and time packed again")
     ap.add_argument("--no-attention-kernels", action="store_true", help="skip the attention-kernel microbench")
     ap.add_argument("--deadline-s", type=float, default=360,
                     help="start no new step after this many seconds (the device lease is short)")

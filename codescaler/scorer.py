@@ -9,8 +9,8 @@ prompt is shortened (never the code's end) and `truncated` is set.
 reward callable (`scorer(prompts, completions, **kw)`) and the verl plug-in.
 Speed comes from batches filled to a token budget (packed into one row without pad
 tokens where the model allows it, else length-sorted and padded), bf16/SDPA where the
-device supports them, the score head applied at each last token only, and, opt-in,
-torch.compile of the backbone.
+device supports them, the score head applied at each last token only, each batch's scores
+read back only once the next batch is queued, and, opt-in, torch.compile of the decoder layers.
 """
 
 from __future__ import annotations
@@ -75,12 +75,12 @@ class ScorerConfig:
         "help": "padded batches with the padding mask passed to the model (not needed for causal RMs with right "
                 "padding; slower; turns auto packing off)"})
     compile: bool = field(default=False, metadata={
-        "help": "torch.compile the backbone (dynamic shapes): 1.34x on 8B and 1.6x on 1.7B, packed, on an H100, "
-                "after a first pass that compiles (see --compile-scope; bench/)"})
+        "help": "torch.compile (dynamic shapes): 1.4x on 8B and 1.65x on 1.7B, packed, on an H100, after a first "
+                "pass that compiles (22 s / 10 s with the default --compile-scope; bench/)"})
     compile_scope: str = field(default="layers", metadata={
         "help": "what --compile compiles: layers = one decoder layer, whose code every layer reuses (regional "
                 "compilation: the first pass compiles one layer, not all of them); model = the whole backbone "
-                "as one graph"})
+                "as one graph (130 s on 8B, no faster)"})
     packing: str = field(default="auto", metadata={
         "help": "auto, on or off: pack each batch into one row with no pad tokens, attention kept inside each "
                 "input (flash-attention varlen on CUDA, per-input SDPA elsewhere: codescaler/packing.py). "
@@ -367,8 +367,8 @@ class RewardScorer:
             # Else no mask at all: with right padding and causal attention no real token ever sees a pad,
             # so the hidden state at each last real token is exact, and SDPA can take its fused causal
             # (flash) kernel instead of a masked one.
-        # Every host-to-device copy is from pinned memory and asynchronous (a pageable one would wait for
-        # the GPU to finish the batch before), including the indices of the last tokens.
+        # Every host-to-device copy is from pinned memory and asynchronous, the last-token indices too: a
+        # pageable copy waits for all the work queued before it (the previous batch's forward).
         moved = {k: (v.pin_memory() if cuda else v).to(self.device, non_blocking=cuda)
                  for k, v in {**inputs, "_rows": rows, "_last": last}.items()}
         rows, last = moved.pop("_rows"), moved.pop("_last")
@@ -384,7 +384,7 @@ class RewardScorer:
             out = torch.empty(logits.shape, dtype=torch.float32, pin_memory=True)
             out.copy_(logits, non_blocking=True)
             done = torch.cuda.Event()
-            done.record()
+            done.record(torch.cuda.current_stream(self.device))  # the model's device, maybe not the current one
         return out, done
 
     def score(self, prompts: Sequence[str], responses: Sequence[str],

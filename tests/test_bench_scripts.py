@@ -11,7 +11,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_score_gpu_tiny_runs_every_eager_way_and_agrees_with_the_seed_way(tmp_path):
     out = tmp_path / "score_gpu.json"
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "score_gpu.py"), "--tiny", "--no-compile",
-                           "--out", str(out)], capture_output=True, text=True, timeout=600, cwd=ROOT)
+                           "--eager-fused", "--out", str(out)], capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     tiny = json.loads(out.read_text())["shapes"]["tiny"]
     assert not tiny.get("errors")
@@ -21,6 +21,8 @@ def test_score_gpu_tiny_runs_every_eager_way_and_agrees_with_the_seed_way(tmp_pa
     assert tiny["max_abs_diff_fp32_vs_seed"] <= 1e-4
     assert tiny["max_abs_diff_packed_fp32_vs_seed"] <= 1e-4
     assert tiny["best_ours"].startswith("ours_")
+    assert tiny["fused_mlps"] == 2 and ways["ours_packed64k_fused"]["tokens_per_s"] > 0
+    assert tiny["max_abs_diff_fused_vs_packed_bf16"] <= 1e-2  # the same function, in bf16
 
 
 def test_score_gpu_tiny_compiled_ways_agree_with_the_regional_one(tmp_path):

@@ -93,6 +93,24 @@ def test_packed_scores_equal_padded_on_a_llama_model():
     assert max(abs(a - b) for a, b in zip(padded, packed)) <= 1e-5
 
 
+@pytest.mark.parametrize("packing", ["on", "off"])
+def test_scores_read_back_one_batch_behind_land_in_input_order(packing):
+    from types import SimpleNamespace
+
+    from codescaler.scorer import plan_batches
+
+    rng = random.Random(5)
+    seqs = [[rng.randrange(1, 300) for _ in range(rng.randint(1, 120))] for _ in range(23)]
+    scorer = RewardScorer(ScorerConfig(model="t", dtype="float32", device="cpu", max_length=128, token_budget=128,
+                                       packing=packing), tokenizer=SimpleNamespace(pad_token_id=0), model=tiny_llama())
+    seen: list[int] = []
+    scores = scorer.score_ids(seqs, progress=seen.append)
+    plan = (plan_packed if packing == "on" else plan_batches)([len(s) for s in seqs], 128, 256)
+    assert len(plan) > 5 and seen == [len(b) for b in plan]  # each batch reported once, in plan order
+    alone = [scorer.score_ids([s])[0] for s in seqs]
+    assert max(abs(a - b) for a, b in zip(scores, alone)) <= 1e-5
+
+
 def test_a_switched_model_still_honours_padding_masks():
     model = tiny_llama()
     ids = torch.tensor([[5, 6, 7, 8], [9, 10, 0, 0]])
