@@ -369,9 +369,11 @@ class RewardScorer:
             # (flash) kernel instead of a masked one.
         # Every host-to-device copy is from pinned memory and asynchronous, the last-token indices too: a
         # pageable copy waits for all the work queued before it (the previous batch's forward).
-        moved = {k: (v.pin_memory() if cuda else v).to(self.device, non_blocking=cuda)
-                 for k, v in {**inputs, "_rows": rows, "_last": last}.items()}
-        rows, last = moved.pop("_rows"), moved.pop("_last")
+        def to_device(t):
+            return (t.pin_memory() if cuda else t).to(self.device, non_blocking=cuda)
+
+        moved = {k: to_device(v) for k, v in inputs.items()}
+        rows, last = to_device(rows), to_device(last)
         with torch.inference_mode():
             if self._backbone is not None and self._head is not None:
                 hidden = self._backbone(**moved, **extra, use_cache=False).last_hidden_state
