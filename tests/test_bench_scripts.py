@@ -43,3 +43,20 @@ def test_score_gpu_tiny_compiled_ways_agree_with_the_regional_one(tmp_path):
     assert tiny[f"ours_compiled_layers_fused_packed32k_max_abs_diff_vs_{ref}"] <= 1e-2
     assert tiny["fp8_linears"] == 2 * 6  # q, k, v, o, gate_up, down in each of the 2 layers
     assert tiny[f"ours_compiled_layers_fused_fp8_packed32k_corr_vs_{ref}"] > 0.99
+
+
+def test_fp8_fidelity_runs_on_a_tiny_rm(tmp_path, tiny_rm_dir):
+    pairs = tmp_path / "pairs.jsonl"
+    rows = [{"problem_id": f"p{i}", "prompt": f"Write f{i}.", "chosen": f"def f{i}(x):\n    return x + {i}\n",
+             "rejected": f"def f{i}(x):\n    return x - {i} * 2\n"} for i in range(6)]
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "fp8.json"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "fp8_fidelity.py"), "--model", tiny_rm_dir,
+                           "--pairs", str(pairs), "--out", str(out)], capture_output=True, text=True, timeout=600,
+                          cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["pairs"] == 6 and set(report["ways"]) == {"fp32", "bf16", "fp8"}
+    for way in ("bf16", "fp8"):
+        assert report["ways"][way]["vs_fp32"]["corr"] > 0.9  # the same model, rounded
+    assert 0 <= report["ways"]["fp8"]["pairwise_accuracy"] <= 1
