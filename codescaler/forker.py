@@ -16,7 +16,6 @@ could only be forked from the harness, whose memory has held tests by then.
 from __future__ import annotations
 
 import builtins
-import json
 import marshal
 import math
 import os
@@ -39,49 +38,71 @@ EXIT_SETUP = 203  # the wrapper itself failed before the candidate ran
 _exit = os._exit
 
 
+INT = struct.Struct("=i")  # a pid, fd or wait status on the forker's socket
+MAX_FDS = 10  # fds of one request: the candidate's job, stdin, stdout, stderr, two results or link fds, ready
+
+
 def serve(control: int) -> int:
     """The forker's loop: per request from the harness, fork a candidate process, send its pid and pidfd, reap it
-    and send its exit status; until the harness closes the socket."""
+    and send its exit status; until the harness closes the socket.
+
+    The socket is a SOCK_SEQPACKET pair, so every message arrives whole with its fds. A request is `request(key)`
+    with the unit's fds attached. The loop allocates little and never parses JSON: every page this process writes
+    while a candidate shares it is copied, at each fork again."""
     wire.place_fds([0, 1, 2, control])  # none of the harness's other fds
     sock = socket.socket(fileno=3)
-    filters: dict = {}
+    key, syscall_filter = b"N", None
     while True:
-        request, fds = wire.recv_frame_fds(sock, 10)
-        if request is None:
+        msg, fds, _, _ = socket.recv_fds(sock, 256, MAX_FDS)
+        if not msg:
+            for fd in fds:
+                os.close(fd)
             return 0
-        key = request.get("filter")
-        syscall_filter = None
-        if key is not None:
-            key = (tuple(key[0]), key[1])
-            if key not in filters:
-                filters.clear()  # the key changes only with the tester's pid
-                filters[key] = seccomp.Filter(*key)
-            syscall_filter = filters[key]
+        if msg != key:  # the filter's key changes only with the tester's pid
+            key = msg
+            syscall_filter = seccomp.Filter(*filter_key(msg)) if msg[:1] == b"F" else None
         pid, pidfd = fork(candidate_process, fds, syscall_filter)
         for fd in fds:
             os.close(fd)
-        wire.send_frame_fds(sock, {"pid": pid}, [pidfd])
+        socket.send_fds(sock, [INT.pack(pid)], [pidfd])
         os.close(pidfd)
-        status = os.waitpid(pid, 0)[1]
-        wire.send_frame(3, {"status": status})
+        sock.send(INT.pack(os.waitpid(pid, 0)[1]))
+
+
+def request(key: list | None) -> bytes:
+    """A fork request (in the harness): b"N" for no syscall filter, else b"F" and the filter's key, the pids it
+    protects and then the process group."""
+    if key is None:
+        return b"N"
+    protected, group = key
+    return b"F" + b"".join(INT.pack(n) for n in [*protected, group])
+
+
+def filter_key(msg: bytes) -> tuple[tuple[int, ...], int]:
+    """Inverse of `request` for a filtered one: (protected pids, group)."""
+    values = [n for (n,) in INT.iter_unpack(msg[1:])]
+    return tuple(values[:-1]), values[-1]
 
 
 def write_job(job: dict, code) -> int:
-    """A memfd holding what a candidate's process needs (in the harness): the job as JSON, then the code marshalled."""
+    """A memfd holding what a candidate's process needs (in the harness): the job and the code, marshalled."""
     fd = os.memfd_create("job")
-    head = json.dumps(job).encode()
-    wire.write_all(fd, struct.pack("!I", len(head)) + head + marshal.dumps(code))
+    wire.write_all(fd, marshal.dumps((job, code)))
     os.lseek(fd, 0, os.SEEK_SET)
     return fd
 
 
 def candidate_process(fds: list[int], syscall_filter) -> int:
     """The candidate's process: fds[0] is its job (`write_job`), the rest go to `candidate_main`."""
-    with open(fds[0], "rb", closefd=True) as f:
-        data = f.read()
-    (n,) = struct.unpack("!I", data[:4])
-    job, code = json.loads(data[4:4 + n]), marshal.loads(data[4 + n:])
-    del data
+    chunks = []
+    while True:
+        chunk = os.read(fds[0], 1 << 20)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(fds[0])
+    job, code = marshal.loads(b"".join(chunks))
+    del chunks
     return candidate_main(job, code, fds[1:], syscall_filter)
 
 

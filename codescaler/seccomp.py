@@ -102,19 +102,21 @@ class Filter:
         code = program(platform.machine(), protected, group)
         self._buf = ctypes.create_string_buffer(code, len(code))
         self._prog = _SockFprog(len(code) // 8, ctypes.addressof(self._buf))
-        self._libc = ctypes.CDLL(None, use_errno=True)
+        libc = ctypes.CDLL(None, use_errno=True)
+        # resolved and built here, in the forker: a forked candidate only makes the calls (each object it touches
+        # first is a page the kernel copies for it)
+        self._prctl, self._syscall = libc.prctl, libc.syscall
+        nr, mode = ctypes.c_long(SECCOMP_NR[platform.machine()]), ctypes.c_long(SECCOMP_SET_MODE_FILTER)
+        self._calls = [(nr, mode, ctypes.c_long(flags), ctypes.byref(self._prog))
+                       for flags in (SECCOMP_FILTER_FLAG_SPEC_ALLOW, 0)]
 
     def install(self) -> None:
         """In the candidate's process, before any of its code runs; raises OSError when the kernel refuses."""
-        if self._libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 or not (
-                self._seccomp(SECCOMP_FILTER_FLAG_SPEC_ALLOW) or (ctypes.get_errno() == EINVAL and self._seccomp(0))):
+        spec_allow, plain = self._calls
+        if self._prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 or not (
+                self._syscall(*spec_allow) == 0 or (ctypes.get_errno() == EINVAL and self._syscall(*plain) == 0)):
             err = ctypes.get_errno()
             raise OSError(err, f"cannot install the syscall filter (errno {err})")
-
-    def _seccomp(self, flags: int) -> bool:
-        nr = SECCOMP_NR[platform.machine()]
-        return self._libc.syscall(ctypes.c_long(nr), ctypes.c_long(SECCOMP_SET_MODE_FILTER), ctypes.c_long(flags),
-                                  ctypes.byref(self._prog)) == 0
 
 
 def supported() -> bool:

@@ -12,22 +12,31 @@ import symtable
 
 def analyse_assert(check: str, setup: str) -> tuple:
     """(test code object, statement code object or None, names the test takes from the candidate's module,
-    why the test cannot run in a tester of its own or "")."""
+    why the test cannot run in a tester of its own or "").
+
+    The statement's code is None too when the test uses nothing it implements (most HumanEval statements only
+    declare the function): it would only be compiled and run in the tester for nothing."""
     check_code = compile(check, "test.py", "exec", dont_inherit=True)
     provided = set()
     try:
         tree = ast.parse(setup)
-        setup_code = compile(tree, "statement.py", "exec", dont_inherit=True)
     except (SyntaxError, ValueError):  # a statement that is not whole code gives no helpers
-        tree, setup_code = ast.Module(body=[], type_ignores=[]), None
-    for node in tree.body:  # helpers the statement implements (HumanEval's poly) stay the statement's own
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not is_stub(node):
+        tree = None
+    for node in tree.body if tree is not None else ():  # helpers the statement implements (HumanEval's poly)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not is_stub(node):  # stay its own
             provided.add(node.name)
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             provided |= {(a.asname or a.name).split(".")[0] for a in node.names}
         elif isinstance(node, ast.Assign):
             provided |= {t.id for t in node.targets if isinstance(t, ast.Name)}
-    names = sorted(free_globals(check) - provided - set(vars(builtins)))
+    loaded = free_globals(check)
+    setup_code = None
+    if loaded & provided or "*" in provided:  # `from m import *` provides what it may
+        try:
+            setup_code = compile(tree, "statement.py", "exec", dont_inherit=True)
+        except (SyntaxError, ValueError):
+            provided = set()
+    names = sorted(loaded - provided - set(vars(builtins)))
     return check_code, setup_code, names, reaches_into_candidate_source(check)
 
 

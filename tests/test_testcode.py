@@ -46,6 +46,16 @@ def test_the_names_a_test_takes_leave_out_builtins_and_what_the_statement_implem
                                               "outer_free", "pairs", "walrus_src"]
 
 
+def test_a_statement_the_test_takes_nothing_from_is_not_compiled_for_the_tester():
+    statement = "from typing import List\n\ndef add(xs: List[int]) -> int:\n    \"\"\"Sum.\"\"\"\n"
+    test = "def check(candidate):\n    assert candidate([1, 2]) == 3\n"
+    assert analyse_assert(test, statement)[1:3] == (None, [])
+    uses_list = "def check(candidate):\n    assert candidate(List([1])) == 1\n"  # List: the statement's import
+    assert analyse_assert(uses_list, statement)[1] is not None and analyse_assert(uses_list, statement)[2] == []
+    star = "from math import *\n"
+    assert analyse_assert("def check(candidate):\n    assert candidate(pi)\n", star)[1] is not None
+
+
 @pytest.mark.parametrize("test, caught", [
     ("def check(candidate):\n    assert candidate(2) == 4\n", False),
     ("def check(candidate):\n    dispatch = {1: candidate}\n    assert dispatch[1](2) == 4\n", False),  # parsed
