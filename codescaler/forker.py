@@ -1,17 +1,22 @@
 """The forker, which forks every candidate's process, and what runs in that process (stdlib only; loaded inside
-the sandbox next to codescaler/harness.py).
+the sandbox next to codescaler/harness.py). Also the harness's side of it (`Forker`).
 
 The harness forks the forker once, when it starts, before any job has come. Every candidate's process is a fork of
-the forker, so its memory is a copy of one that never held a test, an expected output or another candidate's code:
-only the preloaded interpreter. (A process forked from the harness itself could find the assert test it was run
-against in its copy of the harness's memory, and return what the test expects.) The forker also never reads a
-candidate's job. Per unit the harness sends it the unit's fds, the first of which holds the job (what the candidate
-needs to run, its code marshalled); the forker forks, answers with the child's pid and a pidfd, and once it has
-reaped the child, with its exit status. Only the child reads the job.
+the forker (or of a generation, below), so its memory is a copy of one that never held a test, an expected output or
+another candidate's code: only the preloaded interpreter. (A process forked from the harness itself could find the
+assert test it was run against in its copy of the harness's memory, and return what the test expects.) The forker
+also never reads a candidate's job. Per unit the harness sends it the unit's fds, the first of which holds the job
+(what the candidate needs to run, its code marshalled); the forker forks, answers with the child's pid and a pidfd,
+and once it has reaped the child, with its exit status. Only the child reads the job.
+
+Candidates that run under the syscall filter (seccomp.py) are forked by a *generation*: a child of the forker that
+installed the filter on itself once, for one key (the processes it protects, itself included), and that the
+candidates it forks inherit. Installing a filter costs ~0.2 ms (the kernel compiles it), once per generation
+rather than once per candidate; a new key (a new tester) gets a new generation. A generation serves the same
+requests as the forker, and its memory is the forker's.
 
 The harness replaces nothing here: a forker that died or was changed retires the whole worker, since a new one
-could only be forked from the harness, whose memory has held tests by then.
-"""
+could only be forked from the harness, whose memory has held tests by then."""
 
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ import marshal
 import math
 import os
 import resource
+import select
 import signal
 import socket
 import struct
@@ -43,43 +49,71 @@ MAX_FDS = 10  # fds of one request: the candidate's job, stdin, stdout, stderr, 
 
 
 def serve(control: int) -> int:
-    """The forker's loop: per request from the harness, fork a candidate process, send its pid and pidfd, reap it
-    and send its exit status; until the harness closes the socket.
+    """The forker's loop, until the harness closes the socket. A request (`request`) with the unit's fds forks a
+    candidate without a syscall filter, sends its pid and pidfd, reaps it and sends its exit status; one for a
+    generation, with the generation's socket as its one fd, forks a generation and sends its pid and pidfd.
 
-    The socket is a SOCK_SEQPACKET pair, so every message arrives whole with its fds. A request is `request(key)`
-    with the unit's fds attached. The loop allocates little and never parses JSON: every page this process writes
-    while a candidate shares it is copied, at each fork again."""
+    The socket is a SOCK_SEQPACKET pair, so every message arrives whole with its fds. The loop allocates little and
+    never parses JSON: every page this process writes while a child shares it is copied, at each fork again."""
     wire.place_fds([0, 1, 2, control])  # none of the harness's other fds
     sock = socket.socket(fileno=3)
-    key, syscall_filter = b"N", None
+    generations: list[int] = []
     while True:
         msg, fds, _, _ = socket.recv_fds(sock, 256, MAX_FDS)
         if not msg:
             for fd in fds:
                 os.close(fd)
             return 0
-        if msg != key:  # the filter's key changes only with the tester's pid
-            key = msg
-            syscall_filter = seccomp.Filter(*filter_key(msg)) if msg[:1] == b"F" else None
-        pid, pidfd = fork(candidate_process, fds, syscall_filter)
+        if msg[:1] != b"G":
+            spawn(sock, fds)
+            continue
+        for pid in generations:  # the one this replaces, which the harness killed first
+            os.waitpid(pid, 0)
+        pid, pidfd = fork(generation, fds[0], filter_key(msg))
+        generations = [pid]
         for fd in fds:
             os.close(fd)
         socket.send_fds(sock, [INT.pack(pid)], [pidfd])
         os.close(pidfd)
-        sock.send(INT.pack(os.waitpid(pid, 0)[1]))
 
 
-def request(key: list | None) -> bytes:
-    """A fork request (in the harness): b"N" for no syscall filter, else b"F" and the filter's key, the pids it
-    protects and then the process group."""
-    if key is None:
-        return b"N"
+def generation(control: int, key: tuple) -> int:
+    """A generation's loop: install the filter for `key` on this process (protecting it too), then fork a
+    candidate per request, as the forker does, until the harness closes the socket."""
+    wire.place_fds([0, 1, 2, control])
     protected, group = key
-    return b"F" + b"".join(INT.pack(n) for n in [*protected, group])
+    seccomp.Filter((*protected, os.getpid()), group).install()
+    sock = socket.socket(fileno=3)
+    while True:
+        msg, fds, _, _ = socket.recv_fds(sock, 256, MAX_FDS)
+        if not msg:
+            for fd in fds:
+                os.close(fd)
+            return 0
+        spawn(sock, fds)
+
+
+def spawn(sock: socket.socket, fds: list[int]) -> None:
+    """Fork a candidate's process with `fds`, send its pid and pidfd, reap it and send its exit status."""
+    pid, pidfd = fork(candidate_process, fds)
+    for fd in fds:
+        os.close(fd)
+    socket.send_fds(sock, [INT.pack(pid)], [pidfd])
+    os.close(pidfd)
+    sock.send(INT.pack(os.waitpid(pid, 0)[1]))
+
+
+def request(generation_key: list | None = None) -> bytes:
+    """A request (in the harness): b"C" for a candidate, or b"G" and a filter's key for a generation (the pids it
+    protects, then the process group)."""
+    if generation_key is None:
+        return b"C"
+    protected, group = generation_key
+    return b"G" + b"".join(INT.pack(n) for n in [*protected, group])
 
 
 def filter_key(msg: bytes) -> tuple[tuple[int, ...], int]:
-    """Inverse of `request` for a filtered one: (protected pids, group)."""
+    """Inverse of `request` for a generation: (protected pids, group)."""
     values = [n for (n,) in INT.iter_unpack(msg[1:])]
     return tuple(values[:-1]), values[-1]
 
@@ -92,7 +126,7 @@ def write_job(job: dict, code) -> int:
     return fd
 
 
-def candidate_process(fds: list[int], syscall_filter) -> int:
+def candidate_process(fds: list[int]) -> int:
     """The candidate's process: fds[0] is its job (`write_job`), the rest go to `candidate_main`."""
     chunks = []
     while True:
@@ -103,7 +137,7 @@ def candidate_process(fds: list[int], syscall_filter) -> int:
     os.close(fds[0])
     job, code = marshal.loads(b"".join(chunks))
     del chunks
-    return candidate_main(job, code, fds[1:], syscall_filter)
+    return candidate_main(job, code, fds[1:])
 
 
 def set_limits(job: dict, cpu: bool = True) -> None:
@@ -117,9 +151,10 @@ def set_limits(job: dict, cpu: bool = True) -> None:
         resource.setrlimit(res, (val, val))
 
 
-def enter_child(job: dict, fds: list[int], syscall_filter=None) -> None:
+def enter_child(job: dict, fds: list[int]) -> None:
     """In a freshly forked process: `fds` become 0..n-1 and every other fd closes; limits, env, workdir; a
-    process group of its own (kill(0) reaches its processes alone) and the syscall filter.
+    process group of its own (kill(0) reaches its processes alone). The syscall filter, if any, came with the fork
+    (from the generation).
 
     The last fd is the ready marker: one byte is written to it and it is closed when set-up is done. A
     process whose marker came never ran any code but ours, so only then is its failure infrastructure;
@@ -129,8 +164,6 @@ def enter_child(job: dict, fds: list[int], syscall_filter=None) -> None:
     os.chdir(job["workdir"])
     set_limits(job)
     os.setpgid(0, 0)
-    if syscall_filter is not None:
-        syscall_filter.install()
     # the environment (ENVIRONMENT) and sys.stdin/stdout/stderr (on fds 0-2, which now are the run's) were set up
     # once in `main`; the harness itself never reads or writes them, so they hold no buffered data
     sys.argv = ["solution.py"]
@@ -162,10 +195,10 @@ def serve_calls(fn, inputs: list, fd: int) -> None:
         wire.send_frame(fd, reply)
 
 
-def candidate_main(job: dict, code, fds: list[int], syscall_filter=None) -> int:
+def candidate_main(job: dict, code, fds: list[int]) -> int:
     """The candidate's process. fds: stdin, stdout, stderr, then (call) results, or (assert) the link's in and
     out, then the ready marker."""
-    enter_child(job, fds, syscall_filter)
+    enter_child(job, fds)
     kind = job["kind"]
     env = {"__name__": "__main__" if kind == "stdio" else "solution", "__builtins__": builtins}
     try:
@@ -198,3 +231,112 @@ def fork(body, *args) -> tuple[int, int]:
         except BaseException:  # anything escaping here is the wrapper's own failure
             _exit(EXIT_SETUP)
     return pid, os.pidfd_open(pid)
+
+
+# ---------------------------------------------------------------- the harness's side
+
+# A process of the sandbox's uid may lower another one's rlimits (prlimit), raise its nice value, or change its
+# scheduling policy or CPU affinity, with no ptrace rights: what `process_state` reads.
+RLIMITS = tuple(getattr(resource, n) for n in sorted(dir(resource)) if n.startswith("RLIMIT_"))
+
+
+def process_state(pid: int) -> tuple:
+    """What another process of the same uid can change in process `pid` (0: this one): rlimits, nice, policy, CPUs."""
+    return (tuple(resource.prlimit(pid, r) for r in RLIMITS), os.getpriority(os.PRIO_PROCESS, pid),
+            os.sched_getscheduler(pid), os.sched_getparam(pid).sched_priority, frozenset(os.sched_getaffinity(pid)))
+
+
+def exited(pidfd: int) -> bool:
+    return bool(select.select([pidfd], [], [], 0)[0])
+
+
+def healthy(pid: int, pidfd: int, state: tuple | None) -> bool:
+    """After a unit's sweep, when no candidate process is left: a long-lived process of ours is alive, and its limits
+    and scheduling are as they were (`process_state`). One that a candidate stopped is continued first."""
+    try:
+        signal.pidfd_send_signal(pidfd, signal.SIGCONT)
+        return process_state(pid) == state and not exited(pidfd)
+    except ProcessLookupError:
+        return False
+
+
+class Forker:
+    """The harness's handle on its forker (`Forker.start`, once, before any job; never replaced: a new one could only
+    come from the harness's memory, which has held tests by then, so the worker retires instead) or on one of the
+    forker's generations (`generation`, whose `key` is the filter it installed)."""
+
+    def __init__(self, pid: int, pidfd: int, sock: socket.socket, key: list | None = None):
+        self.pid, self.pidfd, self.sock, self.key = pid, pidfd, sock, key
+        self.sock.settimeout(10.0)
+        self.state = process_state(pid)  # inherited from the harness, and never changed by the process itself
+        self.pending = False  # a candidate was spawned whose exit status has not been read
+
+    @classmethod
+    def start(cls) -> Forker:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid, pidfd = fork(serve, theirs.fileno())
+        theirs.close()
+        return cls(pid, pidfd, ours)
+
+    def generation(self, key: list) -> Forker:
+        """A new generation under the filter for `key` ([protected pids, process group]); the forker's own handle
+        only, and only once the generation it replaces was retired."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            pid, pidfd = self._ask(request(key), [theirs.fileno()])
+        except RuntimeError:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        return Forker(pid, pidfd, ours, key)
+
+    def spawn(self, fds: list[int]) -> tuple[int, int]:
+        """A candidate's process, forked with `fds` (its job first): (pid, pidfd)."""
+        pid, pidfd = self._ask(request(), fds)
+        self.pending = True
+        return pid, pidfd
+
+    def _ask(self, msg: bytes, fds: list[int]) -> tuple[int, int]:
+        try:
+            socket.send_fds(self.sock, [msg], fds)
+            reply, got, _, _ = socket.recv_fds(self.sock, 16, 1)
+        except (OSError, ValueError) as e:
+            raise RuntimeError(f"the forker failed ({type(e).__name__})") from None
+        if len(reply) != INT.size or len(got) != 1:
+            for fd in got:
+                os.close(fd)
+            raise RuntimeError("the forker failed")
+        return INT.unpack(reply)[0], got[0]
+
+    def status(self) -> int:
+        """The wait status of the candidate last spawned, once it was reaped."""
+        try:
+            msg = self.sock.recv(16)
+        except OSError:
+            msg = b""
+        if len(msg) != INT.size:
+            raise RuntimeError("the forker stopped answering")
+        self.pending = False
+        return INT.unpack(msg)[0]
+
+    def usable(self) -> bool:
+        return healthy(self.pid, self.pidfd, self.state)
+
+    def end(self, pidfd: int) -> None:
+        """Kill the candidate last spawned if it still runs, and wait until it was reaped."""
+        if self.pending:
+            try:
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.status()
+
+    def retire(self) -> None:
+        """Kill a generation (the forker reaps it when it makes the next one)."""
+        try:
+            signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+        except OSError:
+            pass
+        os.close(self.pidfd)
+        self.sock.close()

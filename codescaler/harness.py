@@ -5,13 +5,14 @@ One harness process is a warm worker in its own bubblewrap sandbox (or the
 candidate run ("unit": one stdio case, all call cases, or one assert test) in a
 fresh process, so no state passes from one candidate to the next. That process
 is forked by the worker's forker (forker.py), itself forked from the harness at
-start, before any job: so a candidate's memory is a copy of one that never held
-a test, an output or another candidate's code. Each candidate's process gets
+start, before any job (under the syscall filter, by a generation of the forker
+that installed the filter once): so a candidate's memory is a copy of one that
+never held a test, an output or another candidate's code. Each candidate's process gets
 rlimits (address space, CPU time, file size, processes, open files, no core
 files), a scrubbed environment, only the fds it needs (never the control
 socket), a private work directory and the syscall filter. When the unit ends or
 hits a limit, the harness SIGKILLs every other process in the sandbox's PID
-namespace (but its forker and tester) and empties /tmp, so nothing a candidate
+namespace (but its forker, generation and tester) and empties /tmp, so nothing a candidate
 started survives. Candidate code is compiled here (a syntax error needs no
 process) and reaches the candidate's process marshalled, in a memfd that only
 that process reads.
@@ -25,7 +26,7 @@ The harness is non-dumpable, and so is every process forked from it: another
 process of the same uid cannot ptrace it or read its memory and fds through
 /proc. What such a process can still do to a long-lived one (signals, prlimit,
 nice, affinity) the candidate's syscall filter refuses (seccomp.py), and it is
-checked after every unit all the same (`process_state`, `Tester.usable`).
+checked after every unit all the same (`forker.process_state`, `Tester.usable`).
 Results:
 
 * stdio: the parent gets the raw stdout and compares it.
@@ -46,7 +47,6 @@ from __future__ import annotations
 import ctypes
 import gc
 import os
-import resource
 import select
 import signal
 import socket
@@ -79,13 +79,13 @@ PRELOAD = ("typing", "math", "re", "collections", "itertools", "functools", "hea
            "fractions", "decimal", "copy", "dataclasses", "operator")
 # A process of the sandbox's uid may lower another one's rlimits (prlimit), raise its nice value, or change its
 # scheduling policy or CPU affinity, with no ptrace rights. The harness outlives every run, and later runs would
-# inherit or suffer such a change, so after each run it compares itself with how it started (`process_state`)
-# and, if anything changed, fails that run and retires (the parent starts a fresh worker).
-RLIMITS = tuple(getattr(resource, n) for n in sorted(dir(resource)) if n.startswith("RLIMIT_"))
-BASELINE: tuple = ()  # process_state(0) when the harness started
+# inherit or suffer such a change, so after each run it compares itself with how it started
+# (`forker.process_state`) and, if anything changed, fails that run and retires (the parent starts a fresh worker).
+BASELINE: tuple = ()  # forker.process_state(0) when the harness started
 TESTER = None  # this worker's `Tester` while it has a healthy one
 HERE = ""  # the harness's directory (set by `main`), where the tester's modules are
-FORKER = None  # this worker's `Forker`, started by `main` before the first job
+FORKER = None  # this worker's `forker.Forker`, started by `main` before the first job
+GENERATION = None  # the forker's generation for the current syscall filter's key (`candidate_forker`)
 # What of a job the candidate's process gets (forker.write_job): never the test of an assert job.
 CANDIDATE_JOB = ("kind", "fn", "workdir", "timeout", "cpu_cases", "startup_s", "memory_mb", "disk_mb", "max_procs")
 # The candidate's syscall filter (seccomp.py), which refuses its signals and limit changes aimed at our processes:
@@ -155,12 +155,6 @@ def sweep(keep: set[int], children: tuple = ()) -> None:
     reap()
 
 
-def process_state(pid: int) -> tuple:
-    """What another process of the same uid can change in process `pid` (0: this one): rlimits, nice, policy, CPUs."""
-    return (tuple(resource.prlimit(pid, r) for r in RLIMITS), os.getpriority(os.PRIO_PROCESS, pid),
-            os.sched_getscheduler(pid), os.sched_getparam(pid).sched_priority, frozenset(os.sched_getaffinity(pid)))
-
-
 def reap() -> None:
     while True:
         try:
@@ -202,76 +196,27 @@ def wipe_tmp() -> None:
 # ---------------------------------------------------------------- forked processes
 
 
-def exited(pidfd: int) -> bool:
-    return bool(select.select([pidfd], [], [], 0)[0])
-
-
 def filter_key(job: dict) -> list | None:
     """What the next candidate's syscall filter protects: pid 1, us, the forker and the tester, and our process
-    group (None: no filter)."""
+    group (None: no filter). The generation that installs it adds itself."""
     if not (FILTERS and job.get("syscall_filter")):
         return None
     return [[1, os.getpid(), FORKER.pid] + ([TESTER.pid] if TESTER is not None else []), GROUP]
 
 
-def healthy(pid: int, pidfd: int, state: tuple | None) -> bool:
-    """After a unit's sweep, when no candidate process is left: a long-lived process of ours is alive, and its limits
-    and scheduling are as they were (`process_state`). One that a candidate stopped is continued first."""
-    try:
-        signal.pidfd_send_signal(pidfd, signal.SIGCONT)
-        return process_state(pid) == state and not exited(pidfd)
-    except ProcessLookupError:
-        return False
-
-
-class Forker:
-    """This worker's forker (forker.py): forked once by `main`, before any job, and never replaced (a new one could
-    only come from our memory, which has held tests by then: the worker retires instead)."""
-
-    def __init__(self):
-        self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.pid, self.pidfd = forker.fork(forker.serve, theirs.fileno())
-        theirs.close()
-        self.sock.settimeout(10.0)
-        self.state = process_state(self.pid)  # inherited from us, and never changed by the forker itself
-        self.pending = False  # a candidate was spawned whose exit status has not been read
-
-    def spawn(self, fds: list[int], key: list | None) -> tuple[int, int]:
-        """A candidate's process, forked with `fds` (its job first): (pid, pidfd)."""
-        try:
-            socket.send_fds(self.sock, [forker.request(key)], fds)
-            msg, fds_back, _, _ = socket.recv_fds(self.sock, 16, 1)
-        except (OSError, ValueError) as e:
-            raise RuntimeError(f"the forker failed ({type(e).__name__})") from None
-        if len(msg) != forker.INT.size or len(fds_back) != 1:
-            for fd in fds_back:
-                os.close(fd)
-            raise RuntimeError("the forker failed")
-        self.pending = True
-        return forker.INT.unpack(msg)[0], fds_back[0]
-
-    def status(self) -> int:
-        """The wait status of the candidate last spawned, once the forker reaped it."""
-        try:
-            msg = self.sock.recv(16)
-        except OSError:
-            msg = b""
-        if len(msg) != forker.INT.size:
-            raise RuntimeError("the forker stopped answering")
-        self.pending = False
-        return forker.INT.unpack(msg)[0]
-
-    def usable(self) -> bool:
-        return healthy(self.pid, self.pidfd, self.state)
-
-    def end(self, pidfd: int) -> None:
-        """Kill the candidate last spawned if it still runs, and wait until the forker reaped it."""
-        if self.pending:
-            try:
-                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.status()
+def candidate_forker(job: dict) -> forker.Forker:
+    """What forks the next candidate: the generation for its filter's key (a new one when the key changed, with a
+    new tester), or the forker itself when it runs without a filter."""
+    global GENERATION
+    key = filter_key(job)
+    if key is None:
+        return FORKER
+    if GENERATION is not None and GENERATION.key != key:
+        GENERATION.retire()
+        GENERATION = None
+    if GENERATION is None:
+        GENERATION = FORKER.generation(key)
+    return GENERATION
 
 
 # ---------------------------------------------------------------- the tester (assert tests; tester.py)
@@ -320,13 +265,13 @@ class Tester:
                                             "workdir": job["workdir"], "output_limit": job["output_limit"]}, fds)
             answer = wire.recv_frame_sock(self.sock, 1 << 16)
             if answer is not None and self.state is None:
-                self.state = process_state(self.pid)
+                self.state = forker.process_state(self.pid)
         except (OSError, ValueError):  # ProcessLookupError included
             return None
         return answer if isinstance(answer, dict) else None
 
     def usable(self) -> bool:
-        return healthy(self.pid, self.pidfd, self.state)
+        return forker.healthy(self.pid, self.pidfd, self.state)
 
     def retire(self) -> None:
         try:
@@ -409,7 +354,8 @@ def run_unit(job: dict, code, stdin_data: str | None) -> dict:
     fds = [job_fd] + fds
     if job["kind"] == "call":
         res_r, res_w = os.pipe()
-        cand = FORKER.spawn(fds + [res_w, ready_w], filter_key(job))
+        spawner = candidate_forker(job)
+        cand = spawner.spawn(fds + [res_w, ready_w])
         theirs = fds + [res_w, ready_w]
     elif job["kind"] == "assert":
         req_r, req_w = os.pipe()  # tester -> candidate
@@ -422,10 +368,12 @@ def run_unit(job: dict, code, stdin_data: str | None) -> dict:
             return early
         tester, res_r = (TESTER.pid, TESTER.pidfd), TESTER.sock.fileno()
         start = time.monotonic()  # the unit's clock starts with the candidate's process
-        cand = FORKER.spawn(fds + [req_r, rep_w, ready_w], filter_key(job))
+        spawner = candidate_forker(job)  # after start_test: the key names the tester
+        cand = spawner.spawn(fds + [req_r, rep_w, ready_w])
         theirs = fds + [req_r, req_w, rep_r, rep_w, ready_w]
     else:
-        cand = FORKER.spawn(fds + [ready_w], filter_key(job))
+        spawner = candidate_forker(job)
+        cand = spawner.spawn(fds + [ready_w])
         theirs = fds + [ready_w]
     for fd in theirs:
         os.close(fd)
@@ -435,18 +383,20 @@ def run_unit(job: dict, code, stdin_data: str | None) -> dict:
         wire.try_send(res_r, {"secret": secret})
     fate: dict = {}
     try:
-        fate = watch(job, start, cand, tester, out_r, err_r, res_r)
+        fate = watch(job, start, spawner, cand, tester, out_r, err_r, res_r)
     finally:
-        FORKER.end(cand[1])  # the candidate's process is gone (reaped by the forker) before the sweep
+        spawner.end(cand[1])  # the candidate's process is gone (reaped by its forker) before the sweep
         for fd in ours + ([res_r] if tester is None and res_r is not None else []) + [cand[1]]:
             os.close(fd)
         # the tester lives on unless this unit was its and it did not report (it is killed here then)
         kept = TESTER is not None and (tester is None or "report" in fate)
-        sweep({os.getpid(), FORKER.pid} | ({TESTER.pid} if kept else set()), (tester[0],) if tester else ())
+        ours_alive = {os.getpid(), FORKER.pid} | ({GENERATION.pid} if GENERATION is not None else set())
+        sweep(ours_alive | ({TESTER.pid} if kept else set()), (tester[0],) if tester else ())
         wipe_tmp()
         ran = os.read(ready_r, 1) == b"1"  # every writer is gone: data or end of file, at once
         os.close(ready_r)
-    if process_state(0) != BASELINE or not FORKER.usable():  # after the sweep, when no candidate process is left
+    # after the sweep, when no candidate process is left
+    if forker.process_state(0) != BASELINE or not all(f.usable() for f in (FORKER, GENERATION) if f is not None):
         fate["tampered"] = True
     # after any unit, since a stdio or call candidate can reach the idle tester too: a changed tester is replaced.
     # Its candidate is not failed for it: trusted test code may have changed it, and a change can only ever have
@@ -474,7 +424,7 @@ def exit_fate(status: int) -> dict:
     return {"fate": "exit", "code": code}
 
 
-def watch(job, start, cand, tester, out_r, err_r, res_r) -> dict:
+def watch(job, start, spawner, cand, tester, out_r, err_r, res_r) -> dict:
     """Drain the unit's pipes until the main process ends or a limit hits.
 
     The main process is the candidate, or for assert tests the tester, which ends the unit with a report on its
@@ -505,7 +455,7 @@ def watch(job, start, cand, tester, out_r, err_r, res_r) -> dict:
             if fd == main_fd:
                 done = True
             elif tester and fd == cand[1]:
-                cand_fate = exit_fate(FORKER.status())
+                cand_fate = exit_fate(spawner.status())
             else:
                 chunk = os.read(fd, 1 << 16)
                 if not chunk:
@@ -530,7 +480,7 @@ def watch(job, start, cand, tester, out_r, err_r, res_r) -> dict:
             break
     if not fate:
         fate = {"fate": "exit", "code": 0, "report": results[0]} if tester and results else \
-            exit_fate(os.waitpid(main_pid, 0)[1] if tester else FORKER.status())
+            exit_fate(os.waitpid(main_pid, 0)[1] if tester else spawner.status())
     if cand_fate is not None:
         fate["candidate"] = cand_fate
     fate["stdout"] = out.decode("utf-8", "replace") if job["kind"] == "stdio" else ""
@@ -584,9 +534,9 @@ def main(argv: list[str]) -> int:
     for name in PRELOAD:
         __import__(name)
     gc.freeze()  # what is loaded now is never scanned again, so forked runs do not copy its pages to collect
-    BASELINE = process_state(0)
+    BASELINE = forker.process_state(0)
     FILTERS, GROUP = seccomp.works(), os.getpgid(0)
-    FORKER = Forker()  # now, while our memory holds no job: every candidate's process is a copy of its
+    FORKER = forker.Forker.start()  # now, while our memory holds no job: every candidate's process is a copy of its
     wire.send_frame(CONTROL_FD, {"hello": True, "python": sys.version.split()[0], "syscall_filter": FILTERS})
     while True:
         job = wire.recv_frame(CONTROL_FD)

@@ -17,9 +17,10 @@ files, the caller's home or working directory. Inside it the harness
 rlimits (address space, CPU, file size, processes, open files) and a syscall
 filter, and afterwards SIGKILLs every other process in the sandbox (but the
 worker's forker and tester) and empties /tmp. Candidates are forked from the
-worker's forker (`codescaler/forker.py`), which was forked before any job came:
-a candidate's memory never holds a test, an expected output or another
-candidate's code. Workers run one candidate
+worker's forker (`codescaler/forker.py`), which was forked before any job came,
+or, under the syscall filter, from a generation of it that installed the filter
+once for the candidates it forks: a candidate's memory never holds a test, an
+expected output or another candidate's code. Workers run one candidate
 at a time, so a candidate never sees another's run. The harness refuses to
 start outside private PID and user namespaces (its clean-up kills everything it
 can see, which must only ever be the sandbox).
@@ -51,11 +52,11 @@ Threat model, honestly:
 * A process of the sandbox's uid may signal another one, lower its rlimits
   (prlimit) or change its priority, scheduling policy or CPU affinity. The
   candidate's seccomp filter (`codescaler/seccomp.py`) refuses those aimed at
-  the harness, the forker, the tester, pid 1, their process group or every
-  process of the uid. Behind it, the harness checks itself and the forker after
-  every run's sweep (a run that changed either fails, and the worker is
-  replaced) and the tester (continued if stopped; replaced if it died or
-  changed).
+  the harness, the forker and its generation, the tester, pid 1, their process
+  group or every process of the uid. Behind it, the harness checks itself, the
+  forker and the generation after every run's sweep (a run that changed one
+  fails, and the worker is replaced) and the tester (continued if stopped;
+  replaced if it died or changed).
 * Not covered: kernel exploits (bwrap is not a VM), side channels, and the
   machine as a whole: there are no cgroups, so `memory_mb` limits each process's
   address space (max_procs x memory_mb in the worst case) and CPU time is per
@@ -401,7 +402,7 @@ class _Worker:
         start = time.monotonic()
         reply = self.box.request(job, budget)
         seconds = time.monotonic() - start
-        if reply.get("retire"):  # the run changed the harness itself (harness.process_state): never reuse it
+        if reply.get("retire"):  # the run changed the harness itself (forker.process_state): never reuse it
             self.reset()
         early = verdicts.tampering(reply, n_cases, seconds)
         if early is not None:

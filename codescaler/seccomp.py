@@ -3,7 +3,7 @@
 Every process in a sandbox runs as the same uid, and the kernel lets a process of that uid signal another one,
 lower its rlimits (prlimit) or change its priority, scheduling or CPU affinity, with no ptrace rights. The
 harness and its tester outlive the candidates, so a candidate could stop or kill them or slow down the
-candidates after it. The harness checks for that after every run and recovers (harness.process_state,
+candidates after it. The harness checks for that after every run and recovers (forker.process_state,
 harness.Tester.usable), but a stopped harness costs a whole timeout. This seccomp filter makes the kernel
 refuse those calls with EPERM when they are aimed at the sandbox's own processes (pid 1, the harness, the
 tester, their process group, every process of the uid), for the candidate and every process it starts: a
@@ -95,7 +95,8 @@ class _SockFprog(ctypes.Structure):
 
 
 class Filter:
-    """A filter protecting `protected` and `group`, built in the harness and installed in the forked candidate."""
+    """A filter protecting `protected` and `group`, built and installed by a generation of the forker (forker.py),
+    whose candidates inherit it."""
 
     def __init__(self, protected: tuple[int, ...], group: int):
         self.key = (protected, group)
@@ -103,8 +104,7 @@ class Filter:
         self._buf = ctypes.create_string_buffer(code, len(code))
         self._prog = _SockFprog(len(code) // 8, ctypes.addressof(self._buf))
         libc = ctypes.CDLL(None, use_errno=True)
-        # resolved and built here, in the forker: a forked candidate only makes the calls (each object it touches
-        # first is a page the kernel copies for it)
+        # resolved and built here: `install` only makes the calls
         self._prctl, self._syscall = libc.prctl, libc.syscall
         nr, mode = ctypes.c_long(SECCOMP_NR[platform.machine()]), ctypes.c_long(SECCOMP_SET_MODE_FILTER)
         self._calls = [(nr, mode, ctypes.c_long(flags), ctypes.byref(self._prog))

@@ -110,7 +110,7 @@ def tally(failures: list[tuple[Status, str] | None], seconds: float) -> Verdict:
 
 
 def tampering(reply: dict, total: int, seconds: float) -> Verdict | None:
-    """A failed verdict when a run changed the harness's own limits or scheduling (codescaler/harness.py, process_state)."""
+    """A failed verdict when a run changed the harness's own limits or scheduling (forker.process_state, checked by codescaler/harness.py)."""
     if any(u.get("tampered") for u in reply["units"]):
         return make(Status.RUNTIME_ERROR, 0, total, seconds, "changed the limits or scheduling of the sandbox's own processes")
     return None

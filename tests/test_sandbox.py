@@ -402,11 +402,16 @@ HONEST = {"stdio": "print(sum(map(int, input().split())))\n", "call": "def add(a
           "assert": "def add(a, b):\n    return a + b\n"}
 
 
-# The sandbox's long-lived processes as a candidate finds them: its parent the forker, the forker's parent the harness,
-# and the tester, the one other process but pid 1 (else the harness stands in).
-FIND = ("import ctypes, os, resource, select, signal\nforker = os.getppid()\n"
-        "harness = int(open(f'/proc/{forker}/stat').read().rsplit(')', 1)[1].split()[1])\n"
-        "tester = ([int(p) for p in os.listdir('/proc') if p.isdigit() and int(p) not in (1, os.getpid(), forker, harness)]"
+# The sandbox's long-lived processes as a candidate finds them: up from its parent, the Python processes: under
+# the syscall filter its generation, the forker, the harness; without it the forker, the harness (`generation` is then
+# the forker). The tester: the one other process but pid 1 (else the harness stands in).
+FIND = ("import ctypes, os, resource, select, signal\n"
+        "def parent(p):\n    return int(open(f'/proc/{p}/stat').read().rsplit(')', 1)[1].split()[1])\n"
+        "ours = [os.getppid()]\n"
+        "while parent(ours[-1]) > 0 and open(f'/proc/{parent(ours[-1])}/comm').read().startswith('python'):\n"
+        "    ours.append(parent(ours[-1]))\n"
+        "harness, forker, generation = ours[-1], ours[-2], ours[0]\n"
+        "tester = ([int(p) for p in os.listdir('/proc') if p.isdigit() and int(p) not in (1, os.getpid(), *ours)]"
         " + [harness])[0]\n")
 
 
@@ -480,13 +485,16 @@ REFUSED = [
     "os.kill(forker, signal.SIGSTOP)",
     "os.kill(harness, signal.SIGKILL)",
     "os.kill(forker, signal.SIGKILL)",
-    "os.kill(1, signal.SIGKILL)",
+    "os.kill(generation, signal.SIGKILL)",
+    "os.kill(generation, signal.SIGSTOP)",
+    "assert generation != forker\nos.kill(1, signal.SIGKILL)",
     "os.kill(-1, signal.SIGKILL)",
     "os.killpg(os.getpgid(os.getppid()) or 1, signal.SIGKILL)",
     "os.kill(tester, signal.SIGKILL)",
     "os.kill(tester, signal.SIGSTOP)",
     "resource.prlimit(harness, resource.RLIMIT_NOFILE, (8, 8))",
     "resource.prlimit(forker, resource.RLIMIT_NPROC, (1, 1))",
+    "resource.prlimit(generation, resource.RLIMIT_NPROC, (1, 1))",
     "resource.prlimit(tester, resource.RLIMIT_AS, (32 << 20, 32 << 20))",
     "os.setpriority(os.PRIO_PROCESS, harness, 19)",
     "os.setpriority(os.PRIO_PROCESS, forker, 19)",
@@ -494,6 +502,7 @@ REFUSED = [
     "os.setpriority(os.PRIO_PGRP, os.getpgid(os.getppid()) or 1, 19)",
     "os.sched_setaffinity(tester, set(range(os.cpu_count())))",
     "os.sched_setscheduler(forker, os.SCHED_IDLE, os.sched_param(0))",
+    "os.setpriority(os.PRIO_PROCESS, generation, 19)",
     "os.pidfd_open(harness)",
     "signal.pidfd_send_signal(os.open(f'/proc/{harness}', os.O_RDONLY | os.O_DIRECTORY), signal.SIGKILL)",
     "os.setpgid(0, os.getpgid(os.getppid()) or 1)",
