@@ -155,6 +155,20 @@ def sweep(keep: set[int], children: tuple = ()) -> None:
     reap()
 
 
+def last_pid() -> int:
+    """The pid this PID namespace gave out last, or -1. When it is the candidate's, no process (nor thread) started
+    after it: the last sweep left only ours, and the candidate was reaped, so only ours are left (~0.08 ms a unit
+    less than listing /proc). Nothing in the sandbox can set it (that takes CAP_SYS_ADMIN)."""
+    try:
+        fd = os.open("/proc/sys/kernel/ns_last_pid", os.O_RDONLY)
+        try:
+            return int(os.read(fd, 32))
+        finally:
+            os.close(fd)
+    except (OSError, ValueError):
+        return -1
+
+
 def reap() -> None:
     while True:
         try:
@@ -390,8 +404,9 @@ def run_unit(job: dict, code, stdin_data: str | None) -> dict:
             os.close(fd)
         # the tester lives on unless this unit was its and it did not report (it is killed here then)
         kept = TESTER is not None and (tester is None or "report" in fate)
-        ours_alive = {os.getpid(), FORKER.pid} | ({GENERATION.pid} if GENERATION is not None else set())
-        sweep(ours_alive | ({TESTER.pid} if kept else set()), (tester[0],) if tester else ())
+        if not (kept or tester is None) or last_pid() != cand[0]:  # else nothing but ours can be left: no sweep
+            ours_alive = {os.getpid(), FORKER.pid} | ({GENERATION.pid} if GENERATION is not None else set())
+            sweep(ours_alive | ({TESTER.pid} if kept else set()), (tester[0],) if tester else ())
         wipe_tmp()
         ran = os.read(ready_r, 1) == b"1"  # every writer is gone: data or end of file, at once
         os.close(ready_r)
