@@ -551,7 +551,7 @@ def main(argv: list[str]) -> int:
     gc.freeze()  # what is loaded now is never scanned again, so forked runs do not copy its pages to collect
     BASELINE = forker.process_state(0)
     FILTERS, GROUP = seccomp.works(), os.getpgid(0)
-    # free heap pages (from compiling our modules at start) back to the kernel: the forker, its generations and
+    # free heap pages left from start-up back to the kernel: the forker, its generations and
     # every candidate would inherit them resident (~0.6 MB of ~9 MB here), and each fork and exit walks them
     trim = getattr(ctypes.CDLL(None), "malloc_trim", None)  # glibc's; other C libraries may lack it
     if trim is not None:
