@@ -58,12 +58,7 @@ def serve(control: int) -> int:
     wire.place_fds([0, 1, 2, control])  # none of the harness's other fds
     sock = socket.socket(fileno=3)
     generations: list[int] = []
-    while True:
-        msg, fds, _, _ = socket.recv_fds(sock, 256, MAX_FDS)
-        if not msg:
-            for fd in fds:
-                os.close(fd)
-            return 0
+    for msg, fds in requests(sock):
         if msg[:1] != b"G":
             spawn(sock, fds)
             continue
@@ -75,6 +70,7 @@ def serve(control: int) -> int:
             os.close(fd)
         socket.send_fds(sock, [INT.pack(pid)], [pidfd])
         os.close(pidfd)
+    return 0
 
 
 def generation(control: int, key: tuple) -> int:
@@ -84,13 +80,20 @@ def generation(control: int, key: tuple) -> int:
     protected, group = key
     seccomp.Filter((*protected, os.getpid()), group).install()
     sock = socket.socket(fileno=3)
+    for _, fds in requests(sock):
+        spawn(sock, fds)
+    return 0
+
+
+def requests(sock: socket.socket):
+    """(message, fds) for each request, until the harness closes the socket."""
     while True:
         msg, fds, _, _ = socket.recv_fds(sock, 256, MAX_FDS)
         if not msg:
             for fd in fds:
                 os.close(fd)
-            return 0
-        spawn(sock, fds)
+            return
+        yield msg, fds
 
 
 def spawn(sock: socket.socket, fds: list[int]) -> None:

@@ -7,15 +7,16 @@ fresh process, so no state passes from one candidate to the next. That process
 is forked by the worker's forker (forker.py), itself forked from the harness at
 start, before any job (under the syscall filter, by a generation of the forker
 that installed the filter once): so a candidate's memory is a copy of one that
-never held a test, an output or another candidate's code. Each candidate's process gets
-rlimits (address space, CPU time, file size, processes, open files, no core
-files), a scrubbed environment, only the fds it needs (never the control
-socket), a private work directory and the syscall filter. When the unit ends or
-hits a limit, the harness SIGKILLs every other process in the sandbox's PID
-namespace (but its forker, generation and tester) and empties /tmp, so nothing a candidate
-started survives. Candidate code is compiled here (a syntax error needs no
-process) and reaches the candidate's process marshalled, in a memfd that only
-that process reads.
+never held a test, an output or another candidate's code. Each candidate's
+process gets rlimits (address space, CPU time, file size, processes, open
+files, no core files), a scrubbed environment, only the fds it needs (never the
+control socket), a private work directory and the syscall filter. When the unit
+ends or hits a limit, the harness SIGKILLs every other process in the sandbox's
+PID namespace (but its forker, generation and tester; none is left when the
+candidate was the last process the namespace started, `last_pid`) and empties
+/tmp, so nothing a candidate started survives. Candidate code is compiled here
+(a syntax error needs no process) and reaches the candidate's process
+marshalled, in a memfd that only that process reads.
 
 The harness refuses to start unless it is in PID, user and mount namespaces
 other than the caller's, with a tmpfs of its own on /tmp (`confinement_problem`):
@@ -157,8 +158,9 @@ def sweep(keep: set[int], children: tuple = ()) -> None:
 
 def last_pid() -> int:
     """The pid this PID namespace gave out last, or -1. When it is the candidate's, no process (nor thread) started
-    after it: the last sweep left only ours, and the candidate was reaped, so only ours are left (~0.08 ms a unit
-    less than listing /proc). Nothing in the sandbox can set it (that takes CAP_SYS_ADMIN)."""
+    after it; every unit before ended with only ours left (swept, or by this same test), and the candidate was
+    reaped, so only ours are left now, and a sweep (listing /proc, ~0.08 ms) has nothing to do. Nothing in the
+    sandbox can set it (that takes CAP_SYS_ADMIN in its user namespace)."""
     try:
         fd = os.open("/proc/sys/kernel/ns_last_pid", os.O_RDONLY)
         try:
@@ -404,7 +406,8 @@ def run_unit(job: dict, code, stdin_data: str | None) -> dict:
             os.close(fd)
         # the tester lives on unless this unit was its and it did not report (it is killed here then)
         kept = TESTER is not None and (tester is None or "report" in fate)
-        if not (kept or tester is None) or last_pid() != cand[0]:  # else nothing but ours can be left: no sweep
+        # no sweep when the tester stays and no process started after the candidate: only ours can be left
+        if (tester is not None and not kept) or last_pid() != cand[0]:
             ours_alive = {os.getpid(), FORKER.pid} | ({GENERATION.pid} if GENERATION is not None else set())
             sweep(ours_alive | ({TESTER.pid} if kept else set()), (tester[0],) if tester else ())
         wipe_tmp()
