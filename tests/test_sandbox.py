@@ -466,6 +466,28 @@ def test_a_candidate_cannot_spoil_the_tester_for_later_candidates(problem, attac
     assert attacker.status is not Status.SANDBOX_ERROR, attacker
 
 
+@pytest.mark.skipif(not seccomp.supported(), reason="no syscall filter for this architecture")
+def test_a_new_tester_gets_a_new_generation_and_the_old_one_is_gone():
+    # Under the syscall filter candidates are forked by a generation whose filter names the tester. A test that times
+    # out costs the worker its tester; the next candidate then comes from a new generation (the forker reaps the old
+    # one), and candidates keep passing.
+    probe = Problem(id="probe", prompt="", tests={"kind": "assert", "entry_point": "f", "code": (
+        "def check(candidate):\n    raise ValueError(candidate())\n")})
+    report = ("import os\ndef f():\n    forker = int(open(f'/proc/{os.getppid()}/stat').read().rsplit(')', 1)[1].split()[1])\n"
+              "    pids = sorted(int(p) for p in os.listdir('/proc') if p.isdigit())\n"
+              "    return f'generation={os.getppid()} forker={forker} pids={pids}'\n")
+    loop = "def add(a, b):\n    while True:\n        pass\n"
+    problems = {**PROBLEMS, probe.id: probe}
+    with Verifier(SandboxConfig(workers=1, timeout_s=1.0, startup_s=0.5)) as v:
+        items = [(probe.id, report), (ADD_ASSERT.id, loop), (probe.id, report), (ADD_ASSERT.id, HONEST["assert"])]
+        before, timed_out, after, honest = v.verify(problems, items)
+    assert timed_out.status is Status.TIMEOUT and honest.passed, (timed_out, honest)
+    seen = [dict(kv.split("=", 1) for kv in x.detail.split(": ", 1)[1].split(" ", 2)) for x in (before, after)]
+    assert seen[0]["forker"] == seen[1]["forker"] != seen[0]["generation"]  # one forker, which forked both
+    assert seen[0]["generation"] != seen[1]["generation"]
+    assert int(seen[0]["generation"]) not in json.loads(seen[1]["pids"])  # reaped, not a zombie left behind
+
+
 def test_a_tester_stopped_right_after_its_report_is_continued():
     # A child of the candidate waits until the tester closes the link, which it does just before it reports, and stops
     # it then. The harness continues the tester after each unit, so the next candidate does not wait on a stopped one.
