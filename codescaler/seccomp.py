@@ -99,7 +99,6 @@ class Filter:
     whose candidates inherit it."""
 
     def __init__(self, protected: tuple[int, ...], group: int):
-        self.key = (protected, group)
         code = program(platform.machine(), protected, group)
         self._buf = ctypes.create_string_buffer(code, len(code))
         self._prog = _SockFprog(len(code) // 8, ctypes.addressof(self._buf))
