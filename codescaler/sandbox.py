@@ -89,8 +89,9 @@ from codescaler.records import Problem, Status, Verdict
 ISOLATIONS = ("auto", "bwrap", "unshare")
 NOBODY = 65534
 SANDBOX_PATH = "/usr/bin:/bin"
-HARNESS_IN_SANDBOX = "/opt/codescaler/harness.py"  # the modules it imports sit next to it
-HARNESS_FILES = (harness.__file__, wire.__file__, testcode.__file__, tester.__file__, seccomp.__file__,
+HARNESS_IN_SANDBOX = "/opt/codescaler/harness_main.py"  # runs harness.py; the modules they import sit next to it
+HARNESS_MAIN = os.path.join(os.path.dirname(harness.__file__), "harness_main.py")
+HARNESS_FILES = (HARNESS_MAIN, harness.__file__, wire.__file__, testcode.__file__, tester.__file__, seccomp.__file__,
                  forker.__file__)
 
 
@@ -255,7 +256,7 @@ class _Launch:
         argv = ["unshare", "--user", "--map-root-user", "--net", "--pid", "--fork", "--kill-child", "--ipc", "--uts",
                 "--mount", "--mount-proc", "--propagation", "private", "/bin/sh", "-c",
                 'mount -t tmpfs -o size="$0"m,mode=1777 tmpfs /tmp && exec "$@"', str(self.config.disk_mb),
-                *py, os.path.join(self.tmpdir, "harness.py"), str(control_fd), host_ns, pin, *extra]
+                *py, os.path.join(self.tmpdir, os.path.basename(HARNESS_MAIN)), str(control_fd), host_ns, pin, *extra]
         return subprocess.Popen(argv, pass_fds=[control_fd], cwd=self.tmpdir, **kw)
 
     def close(self):

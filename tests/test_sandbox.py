@@ -759,7 +759,7 @@ def test_harness_refuses_to_run_unconfined(tmp_path):
     for path in HARNESS_FILES:
         (tmp_path / os.path.basename(path)).write_bytes(open(path, "rb").read())
     a, b = socket.socketpair()
-    proc = subprocess.run([sys.executable, "-E", "-s", "-S", str(tmp_path / "harness.py"), str(b.fileno()),
+    proc = subprocess.run([sys.executable, "-E", "-s", "-S", str(tmp_path / "harness_main.py"), str(b.fileno()),
                            harness.host_namespaces()], pass_fds=[b.fileno()], capture_output=True, timeout=30)
     a.close(), b.close()
     assert proc.returncode == 3 and b"refusing" in proc.stderr, proc.stderr
