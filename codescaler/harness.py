@@ -541,7 +541,9 @@ def main(argv: list[str]) -> int:
         return 3
     CONFINED = True
     HERE = os.path.dirname(os.path.abspath(__file__))
-    sys.path[:] = [p for p in sys.path if p != HERE] + argv[4:]  # candidates cannot import the harness by name
+    # our directory off the import path: a candidate's `import tester` (or a name that a file of ours shadows) does
+    # not find our files; the modules already loaded stay in sys.modules, like all else in the memory it copies
+    sys.path[:] = [p for p in sys.path if p != HERE] + argv[4:]
     if argv[3]:  # before BASELINE (a change after it is a candidate's doing) and before forking anything
         os.sched_setaffinity(0, {int(argv[3])})
     ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
