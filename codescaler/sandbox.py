@@ -16,7 +16,7 @@ files, the caller's home or working directory. Inside it the harness
 (`codescaler/harness.py`) has a fresh process forked per candidate run, with
 rlimits (address space, CPU, file size, processes, open files) and a syscall
 filter, and afterwards SIGKILLs every other process in the sandbox (but the
-worker's forker and tester) and empties /tmp. Candidates are forked from the
+worker's forker, its generation and tester) and empties /tmp. Candidates are forked from the
 worker's forker (`codescaler/forker.py`), which was forked before any job came,
 or, under the syscall filter, from a generation of it that installed the filter
 once for the candidates it forks: a candidate's memory never holds a test, an

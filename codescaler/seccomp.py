@@ -102,20 +102,20 @@ class Filter:
         code = program(platform.machine(), protected, group)
         self._buf = ctypes.create_string_buffer(code, len(code))
         self._prog = _SockFprog(len(code) // 8, ctypes.addressof(self._buf))
-        libc = ctypes.CDLL(None, use_errno=True)
-        # resolved and built here: `install` only makes the calls
-        self._prctl, self._syscall = libc.prctl, libc.syscall
-        nr, mode = ctypes.c_long(SECCOMP_NR[platform.machine()]), ctypes.c_long(SECCOMP_SET_MODE_FILTER)
-        self._calls = [(nr, mode, ctypes.c_long(flags), ctypes.byref(self._prog))
-                       for flags in (SECCOMP_FILTER_FLAG_SPEC_ALLOW, 0)]
+        self._libc = ctypes.CDLL(None, use_errno=True)
 
     def install(self) -> None:
-        """In the candidate's process, before any of its code runs; raises OSError when the kernel refuses."""
-        spec_allow, plain = self._calls
-        if self._prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 or not (
-                self._syscall(*spec_allow) == 0 or (ctypes.get_errno() == EINVAL and self._syscall(*plain) == 0)):
+        """On this process and all it forks from now on (a generation, before its first candidate); raises OSError
+        when the kernel refuses."""
+        if self._libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 or not (
+                self._seccomp(SECCOMP_FILTER_FLAG_SPEC_ALLOW) or (ctypes.get_errno() == EINVAL and self._seccomp(0))):
             err = ctypes.get_errno()
             raise OSError(err, f"cannot install the syscall filter (errno {err})")
+
+    def _seccomp(self, flags: int) -> bool:
+        nr = SECCOMP_NR[platform.machine()]
+        return self._libc.syscall(ctypes.c_long(nr), ctypes.c_long(SECCOMP_SET_MODE_FILTER), ctypes.c_long(flags),
+                                  ctypes.byref(self._prog)) == 0
 
 
 def supported() -> bool:
