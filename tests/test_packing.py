@@ -1,12 +1,14 @@
 """Padding-free packing: the batch plan, the packed attention, and models switched to it."""
 
 import random
+from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from codescaler.packing import packed_inputs, plan_packed, use_varlen_attention, varlen_attention
+from codescaler.packing import (last_query_attention, packed_inputs, plan_packed, use_varlen_attention,
+                                varlen_attention)
 from codescaler.records import UserError
 from codescaler.scorer import RewardScorer, ScorerConfig, use_packing
 
@@ -54,6 +56,24 @@ def test_varlen_attention_equals_attention_per_input():
         lo += n
 
 
+def test_last_query_attention_is_the_last_row_of_causal_attention():
+    torch.manual_seed(4)
+    lens = [3, 9, 1, 6]
+    q, k, v = (torch.randn(sum(lens), h, 8) for h in (4, 2, 2))  # [T, H, D]
+    cu = torch.tensor([0, 3, 12, 13, 19], dtype=torch.int32)
+    last = cu[1:].long() - 1
+    got = last_query_attention(q[last], k, v, cu, max_len=9, scaling=0.3)
+    full = varlen_attention(None, *(t.transpose(0, 1).unsqueeze(0) for t in (q, k, v)), None, scaling=0.3,
+                            codescaler_cu_seqlens=cu)[0][0]  # [T, H, D]
+    assert got.shape == (4, 4, 8) and torch.allclose(got, full[last], atol=1e-6)
+    lo = 0
+    for i, n in enumerate(lens):  # the textbook formula: the last query sees its whole input, and nothing else
+        ki, vi = k[lo:lo + n].repeat_interleave(2, 1), v[lo:lo + n].repeat_interleave(2, 1)  # [n, 4, 8]
+        w = (torch.einsum("hd,nhd->hn", q[lo + n - 1], ki) * 0.3).softmax(-1)
+        assert torch.allclose(got[i], torch.einsum("hn,nhd->hd", w, vi), atol=1e-6)
+        lo += n
+
+
 def test_varlen_attention_without_boundaries_is_sdpa():
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
@@ -79,7 +99,6 @@ def tiny_llama():
 
 
 def test_packed_scores_equal_padded_on_a_llama_model():
-    from types import SimpleNamespace
 
     rng = random.Random(2)
     seqs = [[rng.randrange(1, 300) for _ in range(rng.randint(1, 90))] for _ in range(17)]
@@ -95,7 +114,6 @@ def test_packed_scores_equal_padded_on_a_llama_model():
 
 @pytest.mark.parametrize("packing", ["on", "off"])
 def test_scores_read_back_one_batch_behind_land_in_input_order(packing):
-    from types import SimpleNamespace
 
     from codescaler.scorer import plan_batches
 
@@ -109,6 +127,60 @@ def test_scores_read_back_one_batch_behind_land_in_input_order(packing):
     assert len(plan) > 5 and seen == [len(b) for b in plan]  # each batch reported once, in plan order
     alone = [scorer.score_ids([s])[0] for s in seqs]
     assert max(abs(a - b) for a, b in zip(scores, alone)) <= 1e-5
+
+
+def tiny_model(kind):
+    """Three-layer Llama, Qwen2 and Qwen3 (CodeScaler's) seq-cls models with grouped KV heads."""
+    from transformers import (LlamaConfig, LlamaForSequenceClassification, Qwen2Config,
+                              Qwen2ForSequenceClassification, Qwen3Config, Qwen3ForSequenceClassification)
+
+    torch.manual_seed(0)
+    kw = dict(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+              num_key_value_heads=2, num_labels=1, pad_token_id=0)
+    if kind == "llama":
+        return LlamaForSequenceClassification(LlamaConfig(**kw)).eval()
+    if kind == "qwen2":
+        return Qwen2ForSequenceClassification(Qwen2Config(**kw)).eval()
+    return Qwen3ForSequenceClassification(Qwen3Config(**kw, head_dim=16)).eval()
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2", "qwen3"])
+def test_last_layer_at_the_last_tokens_gives_the_whole_layers_scores(kind):
+    rng = random.Random(6)
+    seqs = [[rng.randrange(1, 300) for _ in range(rng.randint(1, 90))] for _ in range(17)]
+    cfg = dict(model="t", dtype="float32", device="cpu", max_length=128, token_budget=256)
+    tok = SimpleNamespace(pad_token_id=0)
+    trimmed = RewardScorer(ScorerConfig(**cfg, packing="on"), tokenizer=tok, model=tiny_model(kind))
+    whole = RewardScorer(ScorerConfig(**cfg, packing="on", trim_last_layer=False), tokenizer=tok,
+                         model=tiny_model(kind))
+    padded = RewardScorer(ScorerConfig(**cfg, packing="off"), tokenizer=tok, model=tiny_model(kind))
+    assert trimmed.trim and not whole.trim and not padded.trim
+    rows_seen = {}  # rows each layer's MLP ran on
+    for i, layer in enumerate(trimmed.model.model.layers):
+        layer.mlp.register_forward_hook(lambda m, args, out, i=i: rows_seen.setdefault(i, []).append(
+            args[0].reshape(-1, args[0].shape[-1]).shape[0]))
+    got = trimmed.score_ids(seqs)
+    plan = plan_packed([len(s) for s in seqs], 256, 256)
+    assert rows_seen[2] == [len(b) for b in plan]  # the last layer: one row per input
+    assert rows_seen[0] == rows_seen[1] == [sum(len(seqs[i]) for i in b) for b in plan]  # the others: every token
+    assert max(abs(a - b) for a, b in zip(got, whole.score_ids(seqs))) <= 1e-5
+    assert max(abs(a - b) for a, b in zip(got, padded.score_ids(seqs))) <= 1e-5
+
+
+def test_a_backbone_not_known_to_trim_runs_whole():
+    from transformers import GPTNeoXConfig, GPTNeoXForSequenceClassification
+
+    from codescaler.packing import can_trim_last_layer
+
+    torch.manual_seed(0)
+    model = GPTNeoXForSequenceClassification(GPTNeoXConfig(
+        vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_labels=1, pad_token_id=0)).eval()
+    assert not can_trim_last_layer(model.gpt_neox) and can_trim_last_layer(tiny_llama().model)
+    scorer = RewardScorer(ScorerConfig(model="t", dtype="float32", device="cpu", max_length=128, packing="on"),
+                          tokenizer=SimpleNamespace(pad_token_id=0), model=model)
+    assert scorer.packing and not scorer.trim
+    assert len(scorer.score_ids([[5, 6, 7], [8]])) == 2
 
 
 def test_a_switched_model_still_honours_padding_masks():
@@ -155,7 +227,6 @@ def test_packing_auto_means_an_sdpa_model_with_full_attention():
 
 
 def test_pad_mask_means_padded_batches():
-    from types import SimpleNamespace
 
     scorer = RewardScorer(ScorerConfig(model="t", dtype="float32", device="cpu", max_length=128, pad_mask=True),
                           tokenizer=SimpleNamespace(pad_token_id=0), model=tiny_llama())
@@ -170,7 +241,6 @@ def test_packed_attention_refuses_a_sliding_window():
 
 
 def test_auto_packing_falls_back_to_padded_batches(monkeypatch, capsys):
-    from types import SimpleNamespace
 
     import codescaler.scorer as scorer_mod
 
@@ -189,7 +259,6 @@ def test_auto_packing_falls_back_to_padded_batches(monkeypatch, capsys):
 
 @pytest.mark.parametrize("scope", ["layers", "model"])
 def test_compiled_scores_equal_eager_ones(scope):
-    from types import SimpleNamespace
 
     rng = random.Random(3)
     seqs = [[rng.randrange(1, 300) for _ in range(rng.randint(1, 90))] for _ in range(9)]
@@ -201,8 +270,10 @@ def test_compiled_scores_equal_eager_ones(scope):
     layers = model.model.layers
     if scope == "layers":  # each decoder layer compiled in place, the backbone itself left as it is
         assert scorer._backbone is model.model and all(layer._compiled_call_impl is not None for layer in layers)
-    else:
+        assert scorer.trim  # compiled layers, then the last one at the last tokens
+    else:  # a backbone compiled whole runs its own forward, the last layer whole
         assert scorer._backbone is not model.model and all(layer._compiled_call_impl is None for layer in layers)
+        assert not scorer.trim
     compiled = scorer.score_ids(seqs)
     assert max(abs(a - b) for a, b in zip(eager, compiled)) <= 1e-4
 
