@@ -99,7 +99,6 @@ def tiny_llama():
 
 
 def test_packed_scores_equal_padded_on_a_llama_model():
-
     rng = random.Random(2)
     seqs = [[rng.randrange(1, 300) for _ in range(rng.randint(1, 90))] for _ in range(17)]
     tok = SimpleNamespace(pad_token_id=0)
@@ -114,7 +113,6 @@ def test_packed_scores_equal_padded_on_a_llama_model():
 
 @pytest.mark.parametrize("packing", ["on", "off"])
 def test_scores_read_back_one_batch_behind_land_in_input_order(packing):
-
     from codescaler.scorer import plan_batches
 
     rng = random.Random(5)
@@ -227,7 +225,6 @@ def test_packing_auto_means_an_sdpa_model_with_full_attention():
 
 
 def test_pad_mask_means_padded_batches():
-
     scorer = RewardScorer(ScorerConfig(model="t", dtype="float32", device="cpu", max_length=128, pad_mask=True),
                           tokenizer=SimpleNamespace(pad_token_id=0), model=tiny_llama())
     assert scorer.packing is False and scorer.model.config._attn_implementation == "sdpa"
@@ -241,7 +238,6 @@ def test_packed_attention_refuses_a_sliding_window():
 
 
 def test_auto_packing_falls_back_to_padded_batches(monkeypatch, capsys):
-
     import codescaler.scorer as scorer_mod
 
     def refuse(model):
@@ -259,7 +255,6 @@ def test_auto_packing_falls_back_to_padded_batches(monkeypatch, capsys):
 
 @pytest.mark.parametrize("scope", ["layers", "model"])
 def test_compiled_scores_equal_eager_ones(scope):
-
     rng = random.Random(3)
     seqs = [[rng.randrange(1, 300) for _ in range(rng.randint(1, 90))] for _ in range(9)]
     cfg = dict(model="t", dtype="float32", device="cpu", max_length=128, token_budget=256, packing="on")
