@@ -16,10 +16,15 @@ Ways, per shape (the padded ways are length-sorted; all of ours apply the score 
   ours_packedNNk_whole  the same with the last decoder layer run over every token (--no-trim-last-layer)
   ours_compiled_*     torch.compile (dynamic shapes) after a compiling pass, packed (--compile-ways: by
                       default regional, one decoder layer compiled and reused by all, the scorer's way; model =
-                      the whole backbone as one graph; padded; and experiments not in the scorer: fused =
+                      the whole backbone as one graph; whole = regional with the last layer run whole; padded;
+                      and experiments not in the scorer: fused =
                       gate/up stacked (GatedMLP); fp8 = fused + float8 linears (FP8Linear); autotune = inductor's
                       GEMM autotuning; tuned = coordinate-descent tuning; frozen = inductor freezing), each
                       followed by a profile of its top GPU kernels
+  text_*              from text (--compile-ways text --text-tokenizer DIR; compiled on CUDA): the workload as
+                      Python source text through the chat template and tokenizer, scored from ids alone
+                      (text_scores_from_ids), tokenising first (text_tokenise_first) and with each chunk's
+                      tokenising overlapped with the GPU's work on the one before (text_tokenise_overlapped)
 First a known-answer check of the varlen attention against per-input SDPA, and the packed attention alone
 (flash varlen against cuDNN's varlen attention, one 8B layer). Eager ways for every shape run
 first, then the compiled ones while --deadline-s allows; the JSON is rewritten after each step.
@@ -102,10 +107,11 @@ def measure(name, fn, seqs, flops, peak_tflops, rows, repeats=1):
     return scores
 
 
-def build(name, device):
+def build(name, device, min_vocab=0):
     from transformers import Qwen3Config, Qwen3ForSequenceClassification
 
-    cfg = Qwen3Config(**SHAPES[name], num_labels=1, pad_token_id=0, max_position_embeddings=4096)
+    shape = {**SHAPES[name], "vocab_size": max(SHAPES[name]["vocab_size"], min_vocab)}
+    cfg = Qwen3Config(**shape, num_labels=1, pad_token_id=0, max_position_embeddings=4096)
     torch.manual_seed(0)  # the same weights every time a shape is built
     with torch.device(device):
         model = Qwen3ForSequenceClassification(cfg).eval()
@@ -444,6 +450,60 @@ def summarise(out):
     print(f"  best so far {best}: x{out['speedup_best_vs_seed_fp32']} vs seed fp32", flush=True)
 
 
+def text_workload(tokenizer, n, min_len, max_len, rng):
+    """n (prompt, code) pairs of real Python text (this repository's own sources), the codes of about
+    min_len..max_len tokens, the prompts ~150 tokens."""
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "codescaler")
+    source = "".join(open(os.path.join(root, f), encoding="utf-8").read()
+                     for f in sorted(os.listdir(root)) if f.endswith(".py"))
+    chars_per_token = 50000 / len(tokenizer(source[:50000])["input_ids"])
+    pairs = []
+    for _ in range(n):
+        size = int(rng.randint(min_len, max_len) * chars_per_token)
+        start, ask = rng.randrange(len(source) - size), rng.randrange(len(source) - 600)
+        pairs.append(("Write code that does what this does:\n" + source[ask:ask + 600], source[start:start + size]))
+    return pairs
+
+
+def text_phase(name, args, seqs, device, out):
+    """From text, as RewardScorer.score_code runs in RL: tokenising (chat template + tokenizer, `--text-tokenizer`)
+    then scoring, compiled on CUDA, with the tokenising of each chunk overlapped with the GPU's work on the one
+    before (encode_overlap, the CUDA default) against tokenising everything first; plus each part alone."""
+    from transformers import AutoTokenizer
+
+    from codescaler.scorer import RewardScorer, ScorerConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(args.text_tokenizer)
+    pairs = text_workload(tokenizer, args.n, args.min_len, args.max_len, random.Random(1))
+    prompts, codes = [q for q, _ in pairs], [c for _, c in pairs]
+    torch._dynamo.reset()
+    model, _, flops = build(name, device, min_vocab=len(tokenizer))
+    model.to(torch.bfloat16)
+    scorer = RewardScorer(ScorerConfig(model="bench", max_length=4096, compile=device == "cuda"),
+                          tokenizer=tokenizer, model=model)
+    t0 = time.perf_counter()
+    ids = [i for i, _ in scorer.encode(prompts, codes)]
+    encode_s = time.perf_counter() - t0
+    scorer.score_code(prompts, codes)  # compiles
+    rows, tokens = out["ways"], sum(map(len, ids))
+    out["text_workload"] = {"pairs": len(pairs), "tokens": tokens, "tokenizer": args.text_tokenizer,
+                            "tokenise_only_s": round(encode_s, 3),
+                            "tokenise_only_tokens_per_s": round(tokens / encode_s, 1)}
+    print(f"  text: {len(pairs)} pairs, {tokens} tokens, tokenised alone at {tokens / encode_s:.0f} tok/s", flush=True)
+    measure("text_scores_from_ids", scorer.score_ids, ids, flops, args.peak_tflops, rows, repeats=args.repeats)
+    results = {}
+    for overlap in (False, True):
+        scorer.overlap = overlap
+        way = "text_tokenise_overlapped" if overlap else "text_tokenise_first"
+        results[way] = measure(way, lambda _: scorer.score_code(prompts, codes), ids, flops, args.peak_tflops, rows,
+                               repeats=args.repeats)
+    out["text_max_abs_diff_overlapped_vs_first"] = max(
+        abs(a - b) for (a, _), (b, _) in zip(results["text_tokenise_first"], results["text_tokenise_overlapped"]))
+    out["text_overlap_speedup"] = round(rows["text_tokenise_first"]["seconds"] /
+                                        rows["text_tokenise_overlapped"]["seconds"], 3)
+    print(f"  text: overlapped x{out['text_overlap_speedup']} against tokenising first", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shapes", default="1.7b,8b")
@@ -462,13 +522,16 @@ def main():
                          "(packed, the whole backbone), padded (layers, "
                          "padded batches), fused (layers + gate/up stacked), fp8 (fused + float8 linears, an "
                          "experiment), autotune (layers + inductor GEMM autotuning), tuned (model + inductor "
-                         "coordinate-descent tuning), frozen (model + inductor freezing)")
+                         "coordinate-descent tuning), frozen (model + inductor freezing), text (from text: "
+                         "tokenising overlapped with scoring against tokenising first; needs --text-tokenizer)")
     ap.add_argument("--repeats", type=int, default=2, help="timed passes of each compiled way (the fastest counts)")
     ap.add_argument("--eager-fused", action="store_true",
                     help="after the eager ways, stack gate/up (GatedMLP) and time packed again")
     ap.add_argument("--no-attention-kernels", action="store_true", help="skip the attention-kernel microbench")
     ap.add_argument("--deadline-s", type=float, default=360,
                     help="start no new step after this many seconds (the device lease is short)")
+    ap.add_argument("--text-tokenizer", default=None,
+                    help="a tokenizer directory with a chat template, for the `text` way (scoring from text)")
     ap.add_argument("--tiny", action="store_true", help="CPU smoke run on a tiny shape")
     ap.add_argument("--out", default="bench/results/score_gpu.json")
     args = ap.parse_args()
@@ -511,6 +574,11 @@ def main():
                  "tuned": {"scope": "model", "tuned": True}, "frozen": {"scope": "model", "freeze": True}}
         for item in args.compile_ways.split(","):
             kind, _, only = item.partition(":")
+            if kind == "text":
+                if not args.text_tokenizer:
+                    ap.error("--compile-ways text needs --text-tokenizer DIR")
+                steps += [(text_phase, name, {}) for name in shapes if not only or name == only]
+                continue
             if kind not in kinds:
                 ap.error(f"--compile-ways: unknown way {kind!r}; use {', '.join(kinds)}")
             steps += [(compile_phase, name, kinds[kind]) for name in shapes if not only or name == only]

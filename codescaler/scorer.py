@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -33,6 +34,7 @@ from codescaler.shaping import shape
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 PACKING_MODES = ("auto", "on", "off")
+OVERLAP_MODES = ("auto", "on", "off")
 COMPILE_SCOPES = ("layers", "model")
 
 
@@ -77,8 +79,8 @@ class ScorerConfig:
         "help": "padded batches with the padding mask passed to the model (not needed for causal RMs with right "
                 "padding; slower; turns auto packing off)"})
     compile: bool = field(default=False, metadata={
-        "help": "torch.compile (dynamic shapes): 1.4x on 8B and 1.65x on 1.7B, packed, on an H100, after a first "
-                "pass that compiles (22 s / 10 s with the default --compile-scope; bench/)"})
+        "help": "torch.compile (dynamic shapes): 1.4x on 8B and 1.65-1.7x on 1.7B, packed, on an H100, after a "
+                "first pass that compiles (19-22 s / 6-10 s with the default --compile-scope; bench/)"})
     compile_scope: str = field(default="layers", metadata={
         "help": "what --compile compiles: layers = one decoder layer, whose code every layer reuses (regional "
                 "compilation: the first pass compiles one layer, not all of them); model = the whole backbone "
@@ -87,6 +89,9 @@ class ScorerConfig:
         "help": "auto, on or off: pack each batch into one row with no pad tokens, attention kept inside each "
                 "input (flash-attention varlen on CUDA, per-input SDPA elsewhere: codescaler/packing.py). "
                 "auto = on where the model allows it: SDPA attention, no sliding window (bench/)"})
+    encode_overlap: str = field(default="auto", metadata={
+        "help": "auto, on or off: tokenise the next chunk of inputs in a thread while the current one is scored. "
+                "auto = on with CUDA; on a CPU tokenising and the forward share the same cores, so off"})
     trim_last_layer: bool = field(default=True, metadata={
         "help": "packed batches of Llama/Qwen2/Qwen3 RMs: run the last decoder layer at each input's last token "
                 "only (keys and values still from every token), where the score is read: the same scores with "
@@ -103,6 +108,8 @@ class ScorerConfig:
             raise ValueError(f"packing={self.packing!r}; use one of {PACKING_MODES}")
         if self.compile_scope not in COMPILE_SCOPES:
             raise ValueError(f"compile_scope={self.compile_scope!r}; use one of {COMPILE_SCOPES}")
+        if self.encode_overlap not in OVERLAP_MODES:
+            raise ValueError(f"encode_overlap={self.encode_overlap!r}; use one of {OVERLAP_MODES}")
         if self.pad_mask and self.packing == "on":
             raise ValueError("pad_mask is for padded batches and packing='on' has none; use packing='off' or 'auto'")
         if self.max_length < 32:
@@ -171,6 +178,28 @@ def plan_batches(lengths: Sequence[int], token_budget: int, max_batch_size: int)
         else:
             batches.append([i])
     return batches
+
+
+def encode_spans(n: int) -> list[tuple[int, int]]:
+    """Chunks of n inputs for overlapped tokenising: 8, 16, 32, 64, 128, then 256 each (the GPU starts after
+    a small first chunk, and later ones are big enough to fill several token-budget batches; a first chunk of
+    32 left 20% of the tokenising exposed in bench/encode_overlap.py, of 8, 4%)."""
+    spans, lo, size = [], 0, 8
+    while lo < n:
+        spans.append((lo, min(n, lo + size)))
+        lo, size = lo + size, min(2 * size, 256)
+    return spans
+
+
+def prefetched(fn, spans):
+    """fn(*span) for each span, in order, each computed in a worker thread while the caller uses the one before."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(fn, *spans[0])
+        for span in spans[1:]:
+            ready = pending.result()
+            pending = pool.submit(fn, *span)
+            yield ready
+        yield pending.result()
 
 
 # ---------------------------------------------------------------- loading
@@ -303,31 +332,55 @@ class RewardScorer:
             self._backbone = compile_backbone(self._backbone, self.config.compile_scope)
         # After compile: a backbone compiled whole is no longer one whose forward packed_last_hidden repeats.
         self.trim = self.packing and self.config.trim_last_layer and can_trim_last_layer(self._backbone)
+        self.overlap = self.config.encode_overlap == "on" or (
+            self.config.encode_overlap == "auto" and self.device.type == "cuda")
 
     def encode(self, prompts: Sequence[str], codes: Sequence[str]) -> list[tuple[list[int], bool]]:
         return [build_rm_input(self.tokenizer, p, c, self.config.max_length) for p, c in zip(prompts, codes)]
 
     def score_code(self, prompts: Sequence[str], codes: Sequence[str],
                    progress: Callable[[int], None] | None = None) -> list[tuple[float, bool]]:
-        """Raw RM logits (and truncated flags) for extracted code, in input order."""
+        """Raw RM logits (and truncated flags) for extracted code, in input order.
+
+        With encode overlap (on CUDA by default) the inputs are tokenised in chunks (encode_spans),
+        each chunk in a worker thread while the GPU scores the one before (the main thread mostly waits on
+        CUDA events, which release the GIL); each chunk is batched on its own. Otherwise all are tokenised
+        first and batched together."""
         if len(prompts) != len(codes):
             raise ValueError(f"{len(prompts)} prompts but {len(codes)} codes")
-        encoded = self.encode(prompts, codes)
-        return list(zip(self.score_ids([ids for ids, _ in encoded], progress), (t for _, t in encoded)))
+        n = len(prompts)
+        truncated = [False] * n
+
+        def encode(lo: int, hi: int) -> tuple[range, list[list[int]]]:
+            encoded = self.encode(prompts[lo:hi], codes[lo:hi])
+            truncated[lo:hi] = [t for _, t in encoded]  # chunks are disjoint slices
+            return range(lo, hi), [ids for ids, _ in encoded]
+
+        if self.overlap:
+            spans = encode_spans(n)
+            chunks = prefetched(encode, spans) if len(spans) > 1 else (encode(*s) for s in spans)
+        else:
+            chunks = iter([encode(0, n)])
+        return list(zip(self._score_chunks(chunks, n, progress), truncated))
 
     def score_ids(self, seqs: Sequence[list[int]], progress: Callable[[int], None] | None = None) -> list[float]:
-        """Raw RM logits for already-built inputs, in input order.
+        """Raw RM logits for already-built inputs, in input order."""
+        return self._score_chunks(iter([(range(len(seqs)), seqs)]), len(seqs), progress)
 
-        A batch's logits are read only once the next batch is queued: on a GPU the host builds and sends
-        batch i+1 while batch i runs, so the GPU never waits for the host between batches."""
-        scores: list[float] = [0.0] * len(seqs)
+    def _score_chunks(self, chunks, n: int, progress) -> list[float]:
+        """Scores of n inputs arriving as (input indices, token ids) chunks, each batched on its own.
+
+        A batch's logits are read only once the next batch is queued, across chunks too: on a GPU the host
+        builds and sends batch i+1 (or waits for the next chunk's tokens) while batch i runs."""
+        scores: list[float] = [0.0] * n
         plan = plan_packed if self.packing else plan_batches
         queued = None
-        for batch in plan([len(s) for s in seqs], self.token_budget, self.config.max_batch_size):
-            current = (batch, *self._forward([seqs[i] for i in batch]))
-            if queued is not None:
-                self._collect(*queued, scores, progress)
-            queued = current
+        for index, seqs in chunks:
+            for batch in plan([len(s) for s in seqs], self.token_budget, self.config.max_batch_size):
+                current = ([index[i] for i in batch], *self._forward([seqs[i] for i in batch]))
+                if queued is not None:
+                    self._collect(*queued, scores, progress)
+                queued = current
         if queued is not None:
             self._collect(*queued, scores, progress)
         return scores
@@ -439,6 +492,7 @@ def add_scorer_args(p) -> None:
 
     add_config_args(p, ScorerConfig, choices={"extraction": EXTRACTION_MODES, "shaping": SHAPING_MODES,
                                               "dtype": DTYPES, "packing": PACKING_MODES,
+                                              "encode_overlap": OVERLAP_MODES,
                                               "compile_scope": COMPILE_SCOPES})
 
 

@@ -23,24 +23,27 @@ def test_score_gpu_tiny_runs_every_eager_way_and_agrees_with_the_seed_way(tmp_pa
     assert tiny["best_ours"].startswith("ours_")
     assert tiny["fused_mlps"] == 2 and ways["ours_packed64k_fused"]["tokens_per_s"] > 0
     assert tiny["max_abs_diff_fused_vs_packed_bf16"] <= 1e-2  # the same function, in bf16
+    assert ways["ours_packed64k_whole"]["tokens_per_s"] > 0  # the last layer over every token
+    assert tiny["max_abs_diff_trimmed_vs_whole_bf16"] <= 1e-2
 
 
 def test_score_gpu_tiny_compiled_ways_agree_with_the_regional_one(tmp_path):
     out = tmp_path / "score_gpu.json"
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "score_gpu.py"), "--tiny", "--compile-only",
-                           "--compile-ways", "layers,model,fused,fp8", "--repeats", "1", "--out", str(out)],
+                           "--compile-ways", "layers,model,fused,fp8,whole", "--repeats", "1", "--out", str(out)],
                           capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     tiny = json.loads(out.read_text())["shapes"]["tiny"]
     assert not tiny.get("errors")
     ref = "ours_compiled_layers_packed32k"
     for way in (ref, "ours_compiled_model_packed32k", "ours_compiled_layers_fused_packed32k",
-                "ours_compiled_layers_fused_fp8_packed32k"):
+                "ours_compiled_layers_fused_fp8_packed32k", "ours_compiled_layers_whole_packed32k"):
         assert tiny["ways"][way]["tokens_per_s"] > 0
         assert tiny[f"{way}_max_abs_diff_between_passes"] == 0.0
         assert tiny[f"{way}_graphs"]["compiled"] >= 1
     assert tiny[f"ours_compiled_model_packed32k_max_abs_diff_vs_{ref}"] <= 1e-2  # bf16
     assert tiny[f"ours_compiled_layers_fused_packed32k_max_abs_diff_vs_{ref}"] <= 1e-2
+    assert tiny[f"ours_compiled_layers_whole_packed32k_max_abs_diff_vs_{ref}"] <= 1e-2
     assert tiny["fp8_linears"] == 2 * 6  # q, k, v, o, gate_up, down in each of the 2 layers
     assert tiny[f"ours_compiled_layers_fused_fp8_packed32k_corr_vs_{ref}"] > 0.99
 
@@ -60,3 +63,31 @@ def test_fp8_fidelity_runs_on_a_tiny_rm(tmp_path, tiny_rm_dir):
     for way in ("bf16", "fp8"):
         assert report["ways"][way]["vs_fp32"]["corr"] > 0.9  # the same model, rounded
     assert 0 <= report["ways"]["fp8"]["pairwise_accuracy"] <= 1
+
+
+def test_score_gpu_tiny_text_way_scores_from_text_both_ways(tmp_path, tiny_rm_dir):
+    out = tmp_path / "score_gpu.json"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "score_gpu.py"), "--tiny", "--compile-only",
+                           "--compile-ways", "text", "--text-tokenizer", tiny_rm_dir, "--repeats", "1",
+                           "--out", str(out)], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    tiny = json.loads(out.read_text())["shapes"]["tiny"]
+    assert not tiny.get("errors")
+    assert tiny["text_workload"]["pairs"] == 24 and tiny["text_workload"]["tokens"] > 24 * 20
+    for way in ("text_scores_from_ids", "text_tokenise_first", "text_tokenise_overlapped"):
+        assert tiny["ways"][way]["tokens"] == tiny["text_workload"]["tokens"]
+    assert tiny["text_max_abs_diff_overlapped_vs_first"] <= 1e-2
+
+
+def test_encode_overlap_bench_hides_tokenising_behind_a_stand_in_gpu(tmp_path, tiny_rm_dir):
+    out = tmp_path / "overlap.json"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "encode_overlap.py"), "--n", "48",
+                           "--repeats", "1", "--rates", "100000", "--tokenizer", tiny_rm_dir, "--out", str(out)],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(out.read_text())
+    row = report["rates"]["100000"]
+    assert report["pairs"] == 48 and report["tokens"] > 48 * 200
+    assert row["gpu_alone_s"] == round(report["tokens"] / 1e5, 3)
+    assert row["tokenise_first_s"] >= row["gpu_alone_s"]  # the stand-in's clock is a floor for both ways
+    assert row["overlapped_s"] >= row["gpu_alone_s"]

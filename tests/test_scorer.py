@@ -157,3 +157,45 @@ def test_packed_forward_equals_padded(tiny_rm_dir):
     padded = RewardScorer(ScorerConfig(model=tiny_rm_dir, dtype="float32", device="cpu", packing="off")).score_code(*args)
     packed = RewardScorer(ScorerConfig(model=tiny_rm_dir, dtype="float32", device="cpu", packing="on")).score_code(*args)
     assert max(abs(a - b) for (a, _), (b, _) in zip(padded, packed)) <= 1e-4
+
+
+def test_encode_spans_known_answer():
+    from codescaler.scorer import encode_spans
+
+    assert encode_spans(0) == []
+    assert encode_spans(5) == [(0, 5)]
+    assert encode_spans(10) == [(0, 8), (8, 10)]
+    assert encode_spans(500) == [(0, 8), (8, 24), (24, 56), (56, 120), (120, 248), (248, 500)]
+
+
+def test_overlapped_encoding_gives_the_same_scores_flags_and_order(tiny_rm_dir):
+    import threading
+
+    pairs = mixed_workload(200, seed=4)
+    args = ([q for q, _ in pairs], [c for _, c in pairs])
+    cfg = dict(model=tiny_rm_dir, dtype="float32", device="cpu", max_length=96, token_budget=512)
+    serial = RewardScorer(ScorerConfig(**cfg))
+    overlapped = RewardScorer(ScorerConfig(**cfg, encode_overlap="on"))
+    assert not serial.overlap and overlapped.overlap  # auto is off on a CPU
+    encoded_in, original = [], overlapped.encode
+    overlapped.encode = lambda p, c: encoded_in.append((threading.current_thread().name, len(p))) or original(p, c)
+    seen: list[int] = []
+    got = overlapped.score_code(*args, progress=seen.append)
+    assert [n for _, n in encoded_in] == [8, 16, 32, 64, 80]  # chunks doubling from 8, then the rest
+    assert all(name != threading.main_thread().name for name, _ in encoded_in)  # tokenised in the worker
+    want = serial.score_code(*args)
+    assert [t for _, t in got] == [t for _, t in want] and any(t for _, t in want)  # some inputs were shortened
+    assert max(abs(a - b) for (a, _), (b, _) in zip(got, want)) <= 1e-5
+    assert sum(seen) == 200
+
+
+def test_an_encoding_error_in_the_worker_reaches_the_caller(tiny_rm_dir):
+    from codescaler.records import UserError
+
+    scorer = RewardScorer(ScorerConfig(model=tiny_rm_dir, dtype="float32", device="cpu", encode_overlap="on"))
+    scorer.tokenizer.chat_template = None
+    pairs = mixed_workload(40, seed=5)
+    with pytest.raises(UserError, match="chat template"):
+        scorer.score_code([q for q, _ in pairs], [c for _, c in pairs])
+    with pytest.raises(ValueError, match="encode_overlap='sometimes'"):
+        ScorerConfig(encode_overlap="sometimes")
