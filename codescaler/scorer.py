@@ -183,7 +183,7 @@ def plan_batches(lengths: Sequence[int], token_budget: int, max_batch_size: int)
 def encode_spans(n: int) -> list[tuple[int, int]]:
     """Chunks of n inputs for overlapped tokenising: 8, 16, 32, 64, 128, then 256 each (the GPU starts after
     a small first chunk, and later ones are big enough to fill several token-budget batches; a first chunk of
-    32 left 20% of the tokenising exposed in bench/encode_overlap.py, of 8, 4%)."""
+    32 left 20% of the tokenising exposed in bench/encode_overlap.py, of 8, 4-6%)."""
     spans, lo, size = [], 0, 8
     while lo < n:
         spans.append((lo, min(n, lo + size)))
@@ -356,9 +356,11 @@ class RewardScorer:
             truncated[lo:hi] = [t for _, t in encoded]  # chunks are disjoint slices
             return range(lo, hi), [ids for ids, _ in encoded]
 
-        if self.overlap:
-            spans = encode_spans(n)
-            chunks = prefetched(encode, spans) if len(spans) > 1 else (encode(*s) for s in spans)
+        # A call of under ~2 token budgets of text (at ~3 characters a token) fills a batch or two anyway:
+        # chunks would only split its batches, so it is tokenised at once.
+        chars = sum(len(p) + len(c) for p, c in zip(prompts, codes))
+        if self.overlap and chars > 6 * self.token_budget:
+            chunks = prefetched(encode, encode_spans(n))
         else:
             chunks = iter([encode(0, n)])
         return list(zip(self._score_chunks(chunks, n, progress), truncated))

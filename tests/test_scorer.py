@@ -187,12 +187,16 @@ def test_overlapped_encoding_gives_the_same_scores_flags_and_order(tiny_rm_dir):
     assert [t for _, t in got] == [t for _, t in want] and any(t for _, t in want)  # some inputs were shortened
     assert max(abs(a - b) for (a, _), (b, _) in zip(got, want)) <= 1e-5
     assert sum(seen) == 200
+    encoded_in.clear()
+    overlapped.score_code(*(a[:3] for a in args))  # a small call: tokenised at once, on the caller's thread
+    assert encoded_in == [(threading.main_thread().name, 3)]
 
 
 def test_an_encoding_error_in_the_worker_reaches_the_caller(tiny_rm_dir):
     from codescaler.records import UserError
 
-    scorer = RewardScorer(ScorerConfig(model=tiny_rm_dir, dtype="float32", device="cpu", encode_overlap="on"))
+    scorer = RewardScorer(ScorerConfig(model=tiny_rm_dir, dtype="float32", device="cpu", encode_overlap="on",
+                                       token_budget=512, max_length=96))
     scorer.tokenizer.chat_template = None
     pairs = mixed_workload(40, seed=5)
     with pytest.raises(UserError, match="chat template"):
