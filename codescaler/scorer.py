@@ -358,8 +358,7 @@ class RewardScorer:
 
         # A call of under ~2 token budgets of text (at ~3 characters a token) fills a batch or two anyway:
         # chunks would only split its batches, so it is tokenised at once.
-        chars = sum(len(p) + len(c) for p, c in zip(prompts, codes))
-        if self.overlap and chars > 6 * self.token_budget:
+        if self.overlap and sum(len(p) + len(c) for p, c in zip(prompts, codes)) > 6 * self.token_budget:
             chunks = prefetched(encode, encode_spans(n))
         else:
             chunks = iter([encode(0, n)])
