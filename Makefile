@@ -3,7 +3,7 @@
 PY := .venv/bin/python
 STAMP := .venv/.installed-stamp
 
-.PHONY: test demo demo-quick bench-cpu verl-venv clean
+.PHONY: test demo demo-quick bench-cpu bench-tokenizer verl-venv clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv .venv
@@ -34,6 +34,10 @@ verl-venv: .venv-verl/.installed-stamp
 
 bench-cpu: $(STAMP)
 	$(PY) bench/score_cpu.py
+
+# SmolLM2's tokenizer (with its chat template) saved where bench/gpu_check.sh looks for one (git-ignored).
+bench-tokenizer: $(STAMP)
+	$(PY) bench/save_tokenizer.py .bench_tok
 
 clean:
 	rm -rf .venv .venv-verl build *.egg-info

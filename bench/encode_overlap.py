@@ -44,9 +44,12 @@ class StandInGPU:
     def __init__(self, rate: float):
         self.rate, self.free_at = rate, 0.0
 
-    def forward(self, seqs):
-        self.free_at = max(time.perf_counter(), self.free_at) + sum(map(len, seqs)) / self.rate
-        return torch.zeros(len(seqs)), Finished(self.free_at)
+    def forward(self, inputs):
+        """One batch as RewardScorer._batches builds it (packed: its row's tokens; padded: its inputs' tokens)."""
+        packed = "codescaler_cu_seqlens" in inputs
+        tokens = inputs["input_ids"].numel() if packed else int((inputs["last"] + 1).sum())
+        self.free_at = max(time.perf_counter(), self.free_at) + tokens / self.rate
+        return torch.zeros(len(inputs["last"])), Finished(self.free_at)
 
 
 class Finished:
@@ -81,7 +84,8 @@ def main() -> None:
     prompts, codes = [q for q, _ in pairs], [c for _, c in pairs]
     model = build("tiny", "cpu", min_vocab=len(tokenizer))[0]  # never run: the stand-in replaces the forward
     scorers = {mode: RewardScorer(ScorerConfig(model="stand-in", device="cpu", packing="on", token_budget=32768,
-                                               max_length=4096, encode_overlap=mode), tokenizer=tokenizer, model=model)
+                                               max_length=4096, encode_overlap=mode, share_prefix="off"),
+                                  tokenizer=tokenizer, model=model)  # share_prefix: as CUDA's auto has it
                for mode in ("off", "on")}
     tokens = sum(len(ids) for ids, _ in scorers["off"].encode(prompts, codes))
     report = {"pairs": args.n, "tokens": tokens, "threads": torch.get_num_threads(), "rates": {}}

@@ -241,6 +241,22 @@ def check_varlen(device, report):
         codescaler_cu_seqlens=cu.to(device))[0][0, last]).abs().max())
     print(f"last-query check: max |diff| {report['last_query_check_max_abs_diff_bf16_vs_fp32_loop']:.3e}, "
           f"vs the full attention's last rows {report['last_query_check_vs_varlen_rows']:.3e}", flush=True)
+    # shared prefixes: tails after a common prefix through flash (causal aligned at the end) against the fp32
+    # loop (gathered keys, an explicit end-aligned mask; tests/test_sharing.py checks it against whole inputs)
+    from codescaler.sharing import shared_inputs
+
+    head = list(range(1, 200))
+    seqs = [head + list(range(300, 300 + n)) for n in (1, 40, 150)] + [list(range(7, 90))]
+    row = {k_: t.to(device) for k_, t in shared_inputs(seqs, [(199, [0, 1, 2]), (0, [3])]).items()}
+    n = row["input_ids"].shape[1]
+    q, k, v = (torch.randn(1, h, n, 128, generator=g).to(device, torch.bfloat16) for h in (8, 2, 2))
+    layout = {k_: t for k_, t in row.items() if k_.startswith("codescaler_")}
+    fast = varlen_attention(None, q, k, v, None, scaling=128 ** -0.5, codescaler_max_len=512, codescaler_max_kv=512,
+                            **layout)[0]
+    slow = varlen_attention(None, q.float(), k.float(), v.float(), None, scaling=128 ** -0.5, **layout)[0]
+    report["shared_prefix_check_max_abs_diff_bf16_vs_fp32_loop"] = float((fast.float() - slow).abs().max())
+    print(f"shared-prefix check: max |diff| {report['shared_prefix_check_max_abs_diff_bf16_vs_fp32_loop']:.3e}",
+          flush=True)
 
 
 def attention_kernels(device, seqs, args, report):
@@ -504,6 +520,45 @@ def text_phase(name, args, seqs, device, out):
     print(f"  text: overlapped x{out['text_overlap_speedup']} against tokenising first", flush=True)
 
 
+def groups_phase(name, args, seqs, device, out):
+    """A best-of-N / GRPO-shaped workload: n/8 problems of 8 inputs each, a shared start (the problem's chat,
+    min_len/2..max_len/2 tokens) then each its own code (as long again at most), scored compiled (on CUDA)
+    with shared prefixes (codescaler/sharing.py; --share-prefix on, as auto waits for this check on CUDA) against
+    each input whole (--share-prefix off).
+    tokens/s and MFU count every input's tokens, so the shared way's are effective rates."""
+    from codescaler.scorer import RewardScorer, ScorerConfig
+    from codescaler.sharing import plan_groups, prefix_groups
+
+    rng, vocab, grouped = random.Random(2), SHAPES[name]["vocab_size"], []
+    half = (args.min_len // 2, args.max_len // 2)
+    for _ in range(max(1, args.n // 8)):
+        head = [rng.randrange(1, vocab) for _ in range(rng.randint(*half))]
+        grouped += [head + [rng.randrange(1, vocab) for _ in range(rng.randint(*half))] for _ in range(8)]
+    torch._dynamo.reset()
+    model, _, flops = build(name, device)
+    model.to(torch.bfloat16)
+    scorer = RewardScorer(ScorerConfig(model="bench", token_budget=args.compile_budget, max_length=args.max_len,
+                                       packing="on", compile=device == "cuda"),
+                          tokenizer=SimpleNamespace(pad_token_id=0), model=model)
+    lengths = [len(s) for s in grouped]
+    forward = sum(s + sum(lengths[i] - s for i in m) for batch in plan_groups(
+        prefix_groups(grouped), lengths, scorer.token_budget, 256) for s, m in batch)
+    out["groups_workload"] = {"inputs": len(grouped), "per_problem": 8, "tokens": sum(lengths),
+                              "forward_tokens_shared": forward, "forward_token_fraction": round(forward / sum(lengths), 3)}
+    results = {}
+    for share in (False, True):
+        scorer.share = share
+        way = "groups_shared" if share else "groups_whole"
+        scorer.score_ids(grouped)  # compiles (the shared way's graphs take the key index)
+        results[way] = measure(way, scorer.score_ids, grouped, flops, args.peak_tflops, out["ways"],
+                               repeats=args.repeats)
+    out["groups_max_abs_diff_shared_vs_whole"] = max(abs(a - b) for a, b in zip(*results.values()))
+    out["groups_speedup_shared_vs_whole"] = round(out["ways"]["groups_whole"]["seconds"] /
+                                                  out["ways"]["groups_shared"]["seconds"], 3)
+    print(f"  groups: shared x{out['groups_speedup_shared_vs_whole']} against whole "
+          f"({out['groups_workload']['forward_token_fraction']:.0%} of the tokens through the model)", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shapes", default="1.7b,8b")
@@ -523,7 +578,8 @@ def main():
                          "padded batches), fused (layers + gate/up stacked), fp8 (fused + float8 linears, an "
                          "experiment), autotune (layers + inductor GEMM autotuning), tuned (model + inductor "
                          "coordinate-descent tuning), frozen (model + inductor freezing), text (from text: "
-                         "tokenising overlapped with scoring against tokenising first; needs --text-tokenizer)")
+                         "tokenising overlapped with scoring against tokenising first; needs --text-tokenizer), "
+                         "groups (8 inputs a problem: shared prefixes against each input whole)")
     ap.add_argument("--repeats", type=int, default=2, help="timed passes of each compiled way (the fastest counts)")
     ap.add_argument("--eager-fused", action="store_true",
                     help="after the eager ways, stack gate/up (GatedMLP) and time packed again")
@@ -578,6 +634,9 @@ def main():
                 if not args.text_tokenizer:
                     ap.error("--compile-ways text needs --text-tokenizer DIR")
                 steps += [(text_phase, name, {}) for name in shapes if not only or name == only]
+                continue
+            if kind == "groups":
+                steps += [(groups_phase, name, {}) for name in shapes if not only or name == only]
                 continue
             if kind not in kinds:
                 ap.error(f"--compile-ways: unknown way {kind!r}; use {', '.join(kinds)}")

@@ -34,23 +34,29 @@ NAME = "codescaler_varlen"
 TRIMMABLE = ("LlamaModel", "Qwen2Model", "Qwen3Model")
 
 
-def plan_packed(lengths: Sequence[int], token_budget: int, max_batch_size: int) -> list[list[int]]:
+def plan_packed(lengths: Sequence[int], token_budget: int, max_batch_size: int,
+                counts: Sequence[int] | None = None) -> list[list[int]]:
     """Best-fit decreasing: indices grouped so each group's total length is within the budget.
 
     Longest first, each into the open batch with the least room that still fits it (bisect over the
-    sorted rooms, so 100k inputs plan in well under a second); a batch at max_batch_size closes."""
+    sorted rooms, so 100k inputs plan in well under a second); a batch at max_batch_size closes. An item
+    may stand for `counts[i]` inputs (a shared-prefix group); one that would overfill its batch opens another."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     batches: list[list[int]] = []
+    sizes: list[int] = []  # inputs per batch
     rooms: list[tuple[int, int]] = []  # (tokens left, batch index) of the open batches, sorted
     for i in order:
+        count = 1 if counts is None else counts[i]
         j = bisect.bisect_left(rooms, (lengths[i], -1))
-        if j < len(rooms):
+        if j < len(rooms) and sizes[rooms[j][1]] + count <= max_batch_size:
             left, b = rooms.pop(j)
         else:
             left, b = token_budget, len(batches)
             batches.append([])
+            sizes.append(0)
         batches[b].append(i)
-        if len(batches[b]) < max_batch_size:
+        sizes[b] += count
+        if sizes[b] < max_batch_size:
             bisect.insort(rooms, (left - lengths[i], b))
     return batches
 
@@ -82,21 +88,35 @@ def varlen_attention(module, query, key, value, attention_mask, dropout: float =
         raise ValueError("packed attention has no sliding window; score this model with packing off")
     if query.shape[0] != 1:
         raise ValueError(f"a packed forward takes one row; got a batch of {query.shape[0]}")
+    kv = kwargs.get("codescaler_kv_index")  # shared prefixes (codescaler/sharing.py): each segment's keys
+    cu_kv = cu if kv is None else kwargs["codescaler_cu_kv"]
     if query.is_cuda and query.dtype in (torch.bfloat16, torch.float16) and query.shape[-1] % 8 == 0 \
             and query.shape[-1] <= 256:
         q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # [T, H, D]
-        max_len = kwargs["codescaler_max_len"]  # an upper bound on input length (the scorer fixes it when compiled)
-        out = torch.ops.aten._flash_attention_forward(q, k, v, cu, cu, max_len, max_len, 0.0, True, False,
+        if kv is not None:
+            k, v = k[kv], v[kv]
+        # upper bounds on a segment's queries and keys (the scorer fixes them when compiled)
+        max_len = kwargs["codescaler_max_len"]
+        max_kv = max_len if kv is None else kwargs["codescaler_max_kv"]
+        # causal with fewer queries than keys is aligned at the end: a tail's queries see its whole prefix
+        out = torch.ops.aten._flash_attention_forward(q, k, v, cu, cu_kv, max_len, max_kv, 0.0, True, False,
                                                       scale=scaling)[0]
         return out.unsqueeze(0), None
     # Slices stay 4-D [1, H, L, D]: SDPA takes its fused (flash) CPU kernel only for 4-D inputs, and
     # 3-D ones go to the unfused math path, 2x slower (7.1 vs 3.3 ms for 325 tokens in bf16, 2 cores).
-    bounds = cu.tolist()
+    bounds, kv_bounds = cu.tolist(), cu_kv.tolist()
     out = query.new_empty((1, query.shape[2], query.shape[1], query.shape[3]))  # [1, T, Hq, D], contiguous
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
+    for s, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+        n_kv = kv_bounds[s + 1] - kv_bounds[s]
+        if n_kv == hi - lo:  # a segment that is its own keys (always so without shared prefixes)
+            k, v, mask = key[:, :, lo:hi], value[:, :, lo:hi], None
+        else:  # a tail after a shared prefix: gathered keys, causal aligned at the end
+            rows = kv[kv_bounds[s]:kv_bounds[s + 1]]
+            k, v = key[:, :, rows], value[:, :, rows]
+            mask = torch.ones(hi - lo, n_kv, dtype=torch.bool, device=query.device).tril(n_kv - (hi - lo))
         out[:, lo:hi] = F.scaled_dot_product_attention(
-            query[:, :, lo:hi], key[:, :, lo:hi], value[:, :, lo:hi],
-            is_causal=True, scale=scaling, enable_gqa=query.shape[1] != key.shape[1]).transpose(1, 2)
+            query[:, :, lo:hi], k, v, attn_mask=mask, is_causal=mask is None, scale=scaling,
+            enable_gqa=query.shape[1] != key.shape[1]).transpose(1, 2)
     return out, None
 
 
@@ -110,8 +130,10 @@ def can_trim_last_layer(backbone) -> bool:
             and all(hasattr(backbone, a) for a in ("embed_tokens", "rotary_emb", "norm")))
 
 
-def packed_last_hidden(backbone, input_ids, position_ids, cu_seqlens, max_len: int, last):
-    """The final-normed hidden state at each input's last token, [N, hidden], of one packed row.
+def packed_last_hidden(backbone, input_ids, position_ids, layout: dict, last):
+    """The final-normed hidden state at each input's last token (row positions `last`), [N, hidden], of one
+    packed row; `layout` holds the packed attention's codescaler_* arguments (segment bounds, and with shared
+    prefixes each segment's keys: codescaler/sharing.py).
 
     Every layer but the last runs as the backbone's forward runs it (compiled in place or not); the last
     layer runs in `last_token_layer`."""
@@ -119,17 +141,21 @@ def packed_last_hidden(backbone, input_ids, position_ids, cu_seqlens, max_len: i
     position_embeddings = backbone.rotary_emb(hidden, position_ids)
     for layer in backbone.layers[:-1]:
         hidden = layer(hidden, attention_mask=None, position_ids=position_ids,
-                       position_embeddings=position_embeddings, codescaler_cu_seqlens=cu_seqlens,
-                       codescaler_max_len=max_len)
+                       position_embeddings=position_embeddings, **layout)
         if isinstance(hidden, tuple):  # transformers < 5 returned (hidden, ...)
             hidden = hidden[0]
-    return backbone.norm(last_token_layer(backbone.layers[-1], hidden[0], position_embeddings, cu_seqlens, last,
-                                          max_len))
+    kv = layout.get("codescaler_kv_index")
+    if kv is None:
+        keys = (None, layout["codescaler_cu_seqlens"], layout["codescaler_max_len"])
+    else:  # the inputs' segments come first, so their key bounds are the first N + 1
+        keys = (kv, layout["codescaler_cu_kv"][:len(last) + 1], layout["codescaler_max_kv"])
+    return backbone.norm(last_token_layer(backbone.layers[-1], hidden[0], position_embeddings, last, *keys))
 
 
-def last_token_layer(layer, hidden, position_embeddings, cu_seqlens, last, max_len: int):
-    """A Llama-style decoder layer's output at the rows `last` of hidden [T, hidden] only: keys and
-    values from all T tokens, queries, attention, output projection and MLP at the N last tokens."""
+def last_token_layer(layer, hidden, position_embeddings, last, kv_index, cu_kv, max_kv: int):
+    """A Llama-style decoder layer's output at the rows `last` of hidden [T, hidden] only: queries,
+    attention, output projection and MLP at the N last tokens; keys and values from all T tokens, input i's
+    being rows kv_index[cu_kv[i]:cu_kv[i + 1]] (rows cu_kv[i]:cu_kv[i + 1] when kv_index is None)."""
     attn = layer.self_attn
     rotary = sys.modules[type(attn).__module__].apply_rotary_pos_emb  # the model's own RoPE
     x = layer.input_layernorm(hidden)  # [T, hidden]
@@ -142,7 +168,9 @@ def last_token_layer(layer, hidden, position_embeddings, cu_seqlens, last, max_l
     cos, sin = position_embeddings  # [1, T, D]; [T, H, D] heads broadcast against [T, 1, D]
     q = rotary(q, q, cos[0, last], sin[0, last])[0]
     k = rotary(k, k, cos[0], sin[0])[0]
-    out = last_query_attention(q, k, v, cu_seqlens, max_len, attn.scaling)
+    if kv_index is not None:  # the shared prefixes' rows are gathered in front of each tail (and the
+        k, v = k[kv_index], v[kv_index]  # prefixes' own segments, after the inputs', go unread)
+    out = last_query_attention(q, k, v, cu_kv, max_kv, attn.scaling)
     h = hidden[last] + attn.o_proj(out.reshape(len(last), -1))
     return h + layer.mlp(layer.post_attention_layernorm(h))
 

@@ -10,7 +10,8 @@ reward callable (`scorer(prompts, completions, **kw)`) and the verl plug-in.
 Speed comes from batches filled to a token budget (packed into one row without pad
 tokens where the model allows it, else length-sorted and padded), bf16/SDPA where the
 device supports them, the score head (and, packed, the last decoder layer) applied at each
-last token only, each batch's scores read back only once the next batch is queued, and,
+last token only, inputs that begin with the same tokens computing them once (packed; a problem's
+N responses), each batch's scores read back only once the next batch is queued, and,
 opt-in, torch.compile of the decoder layers.
 """
 
@@ -26,15 +27,16 @@ from typing import Callable, Sequence
 from codescaler.extract import MODES as EXTRACTION_MODES
 from codescaler.extract import extract_code
 from codescaler.packing import NAME as PACKED_ATTENTION
-from codescaler.packing import (can_trim_last_layer, full_attention_only, packed_inputs, packed_last_hidden,
-                                plan_packed, use_varlen_attention)
+from codescaler.packing import can_trim_last_layer, full_attention_only, packed_last_hidden, use_varlen_attention
 from codescaler.records import Scored, UserError
+from codescaler.sharing import plan_groups, prefix_groups, shared_inputs
 from codescaler.shaping import MODES as SHAPING_MODES
 from codescaler.shaping import shape
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 PACKING_MODES = ("auto", "on", "off")
 OVERLAP_MODES = ("auto", "on", "off")
+SHARE_MODES = ("auto", "on", "off")
 COMPILE_SCOPES = ("layers", "model")
 
 
@@ -96,6 +98,11 @@ class ScorerConfig:
         "help": "packed batches of Llama/Qwen2/Qwen3 RMs: run the last decoder layer at each input's last token "
                 "only (keys and values still from every token), where the score is read: the same scores with "
                 "1/num_layers less work (codescaler/packing.py); --no-trim-last-layer runs it whole"})
+    share_prefix: str = field(default="auto", metadata={
+        "help": "auto, on or off: in packed batches, inputs that begin with the same tokens (a problem's responses "
+                "in GRPO or best-of-N) run those tokens once, each input's own tail attending to them: the same "
+                "scores with (N-1) x prefix fewer tokens (codescaler/sharing.py). auto = on on CPUs; off with CUDA "
+                "until a GPU run has checked its flash-attention path (bench/score_gpu.py --compile-ways groups)"})
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
@@ -110,6 +117,10 @@ class ScorerConfig:
             raise ValueError(f"compile_scope={self.compile_scope!r}; use one of {COMPILE_SCOPES}")
         if self.encode_overlap not in OVERLAP_MODES:
             raise ValueError(f"encode_overlap={self.encode_overlap!r}; use one of {OVERLAP_MODES}")
+        if self.share_prefix not in SHARE_MODES:
+            raise ValueError(f"share_prefix={self.share_prefix!r}; use one of {SHARE_MODES}")
+        if self.share_prefix == "on" and self.packing == "off":
+            raise ValueError("share_prefix='on' needs packed batches; use packing='auto' or 'on', or share_prefix='off'")
         if self.pad_mask and self.packing == "on":
             raise ValueError("pad_mask is for padded batches and packing='on' has none; use packing='off' or 'auto'")
         if self.max_length < 32:
@@ -332,6 +343,11 @@ class RewardScorer:
             self._backbone = compile_backbone(self._backbone, self.config.compile_scope)
         # After compile: a backbone compiled whole is no longer one whose forward packed_last_hidden repeats.
         self.trim = self.packing and self.config.trim_last_layer and can_trim_last_layer(self._backbone)
+        # Shared prefixes on CUDA rest on flash-attention's causal mask being aligned at the end when a segment
+        # has fewer queries than keys (FA2's mask since 2.1, as PyTorch's causal_lower_right relies on): not yet
+        # run on a GPU here, so auto leaves it off there.
+        self.share = self.packing and (self.config.share_prefix == "on" or (
+            self.config.share_prefix == "auto" and self.device.type != "cuda"))
         self.overlap = self.config.encode_overlap == "on" or (
             self.config.encode_overlap == "auto" and self.device.type == "cuda")
 
@@ -374,17 +390,57 @@ class RewardScorer:
         A batch's logits are read only once the next batch is queued, across chunks too: on a GPU the host
         builds and sends batch i+1 (or waits for the next chunk's tokens) while batch i runs."""
         scores: list[float] = [0.0] * n
-        plan = plan_packed if self.packing else plan_batches
         queued = None
         for index, seqs in chunks:
-            for batch in plan([len(s) for s in seqs], self.token_budget, self.config.max_batch_size):
-                current = ([index[i] for i in batch], *self._forward([seqs[i] for i in batch]))
+            for batch, inputs in self._batches(seqs):
+                current = ([index[i] for i in batch], *self._forward(inputs))
                 if queued is not None:
                     self._collect(*queued, scores, progress)
                 queued = current
         if queued is not None:
             self._collect(*queued, scores, progress)
         return scores
+
+    def _batches(self, seqs: list[list[int]]):
+        """(indices into seqs, host tensors) of each forward batch: packed rows (with shared prefixes
+        when share_prefix resolves on) or length-sorted padded batches."""
+        import torch
+
+        lengths = [len(s) for s in seqs]
+        if not self.packing:
+            for batch in plan_batches(lengths, self.token_budget, self.config.max_batch_size):
+                yield batch, self._padded([seqs[i] for i in batch])
+            return
+        groups = prefix_groups(seqs) if self.share else [(0, [i]) for i in range(len(seqs))]
+        for batch in plan_groups(groups, lengths, self.token_budget, self.config.max_batch_size):
+            order = [i for _, members in batch for i in members]
+            # Padding-free: one row, positions restarting per input (or continuing after a shared prefix),
+            # attention kept inside each input (flash-attention varlen on CUDA; see codescaler/packing.py).
+            inputs = shared_inputs(seqs, batch)
+            inputs["last"] = inputs["codescaler_cu_seqlens"][1:len(order) + 1].long() - 1  # each input's last token
+            inputs["rows"] = torch.zeros_like(inputs["last"])
+            yield order, inputs
+
+    def _padded(self, seqs: list[list[int]]) -> dict:
+        """A right-padded batch (width rounded up to 64 when compiled) and where each input's last token is."""
+        import torch
+
+        lengths = torch.tensor([len(s) for s in seqs])
+        width = int(lengths.max())
+        if self.config.compile:
+            width = -(-width // 64) * 64
+        input_ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros_like(input_ids)
+        for row, s in enumerate(seqs):
+            input_ids[row, :len(s)] = torch.tensor(s)
+            mask[row, :len(s)] = 1
+        inputs = {"input_ids": input_ids, "last": lengths - 1, "rows": torch.arange(len(seqs))}
+        if self._backbone is None or self._head is None or self.config.pad_mask:
+            inputs["attention_mask"] = mask
+        # Else no mask at all: with right padding and causal attention no real token ever sees a pad,
+        # so the hidden state at each last real token is exact, and SDPA can take its fused causal
+        # (flash) kernel instead of a masked one.
+        return inputs
 
     @staticmethod
     def _collect(batch: list[int], logits, done, scores: list[float], progress) -> None:
@@ -395,54 +451,38 @@ class RewardScorer:
         if progress is not None:
             progress(len(batch))
 
-    def _forward(self, seqs: list[list[int]]):
-        """One batch, queued: right-padded (default) or packed into one row without padding.
+    def _forward(self, inputs: dict):
+        """One batch (from `_batches`), queued.
 
         Returns (float32 logits in a host tensor, CUDA event): on a GPU the tensor is filled once the
         event has passed; on the CPU it is ready and the event is None."""
         import torch
 
-        lengths = torch.tensor([len(s) for s in seqs])
         cuda = self.device.type == "cuda"
-        extra: dict = {}
-        if self.packing:
-            # Padding-free: one row, positions restarting per input, attention kept inside each input
-            # (flash-attention varlen on CUDA; see codescaler/packing.py).
-            inputs = packed_inputs(seqs)
-            # The longest input bounds the kernel's grid; compiled graphs get a fixed bound (no recompiles).
-            extra["codescaler_max_len"] = self.config.max_length if self.config.compile else int(lengths.max())
-            last = inputs["codescaler_cu_seqlens"][1:].long() - 1  # each input's last token in the row
-            rows = torch.zeros_like(last)
-        else:
-            width = int(lengths.max())
-            if self.config.compile:
-                width = -(-width // 64) * 64
-            input_ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros_like(input_ids)
-            for row, s in enumerate(seqs):
-                input_ids[row, :len(s)] = torch.tensor(s)
-                mask[row, :len(s)] = 1
-            last, rows = lengths - 1, torch.arange(len(seqs))
-            inputs = {"input_ids": input_ids}
-            if self._backbone is None or self._head is None or self.config.pad_mask:
-                inputs["attention_mask"] = mask
-            # Else no mask at all: with right padding and causal attention no real token ever sees a pad,
-            # so the hidden state at each last real token is exact, and SDPA can take its fused causal
-            # (flash) kernel instead of a masked one.
+
         # Every host-to-device copy is from pinned memory and asynchronous, the last-token indices too: a
         # pageable copy waits for all the work queued before it (the previous batch's forward).
         def to_device(t):
             return (t.pin_memory() if cuda else t).to(self.device, non_blocking=cuda)
 
         moved = {k: to_device(v) for k, v in inputs.items()}
-        rows, last = to_device(rows), to_device(last)
+        rows, last = moved.pop("rows"), moved.pop("last")
+        if self.packing:
+            # Upper bounds on a segment's and an input's length, which bound the kernel's grid; compiled graphs
+            # get fixed ones (no recompiles).
+            lengths = inputs["codescaler_cu_seqlens"].diff()
+            max_len = self.config.max_length if self.config.compile else int(lengths.max())
+            moved["codescaler_max_len"] = max_len
+            if "codescaler_cu_kv" in inputs:
+                moved["codescaler_max_kv"] = self.config.max_length if self.config.compile else \
+                    int(inputs["codescaler_cu_kv"].diff().max())
         with torch.inference_mode():
             if self.trim:
+                layout = {k: v for k, v in moved.items() if k.startswith("codescaler_")}
                 logits = self._head(packed_last_hidden(self._backbone, moved["input_ids"], moved["position_ids"],
-                                                       moved["codescaler_cu_seqlens"], extra["codescaler_max_len"],
-                                                       last))
+                                                       layout, last))
             elif self._backbone is not None and self._head is not None:
-                hidden = self._backbone(**moved, **extra, use_cache=False).last_hidden_state
+                hidden = self._backbone(**moved, use_cache=False).last_hidden_state
                 logits = self._head(hidden[rows, last])
             else:  # an architecture without the usual backbone/score split
                 logits = self.model(**moved).logits
@@ -493,7 +533,7 @@ def add_scorer_args(p) -> None:
 
     add_config_args(p, ScorerConfig, choices={"extraction": EXTRACTION_MODES, "shaping": SHAPING_MODES,
                                               "dtype": DTYPES, "packing": PACKING_MODES,
-                                              "encode_overlap": OVERLAP_MODES,
+                                              "encode_overlap": OVERLAP_MODES, "share_prefix": SHARE_MODES,
                                               "compile_scope": COMPILE_SCOPES})
 
 

@@ -91,3 +91,29 @@ def test_encode_overlap_bench_hides_tokenising_behind_a_stand_in_gpu(tmp_path, t
     assert row["gpu_alone_s"] == round(report["tokens"] / 1e5, 3)
     assert row["tokenise_first_s"] >= row["gpu_alone_s"]  # the stand-in's clock is a floor for both ways
     assert row["overlapped_s"] >= row["gpu_alone_s"]
+
+
+def test_score_gpu_tiny_groups_way_shares_prefixes_and_agrees(tmp_path):
+    out = tmp_path / "score_gpu.json"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "score_gpu.py"), "--tiny", "--compile-only",
+                           "--compile-ways", "groups", "--repeats", "1", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    tiny = json.loads(out.read_text())["shapes"]["tiny"]
+    assert not tiny.get("errors")
+    assert tiny["ways"]["groups_shared"]["tokens_per_s"] > 0 and tiny["ways"]["groups_whole"]["tokens_per_s"] > 0
+    assert 0.3 < tiny["groups_workload"]["forward_token_fraction"] < 0.9
+    assert tiny["groups_max_abs_diff_shared_vs_whole"] <= 1e-2  # bf16
+
+
+def test_score_groups_cpu_runs_on_smollm2(tmp_path):
+    out = tmp_path / "groups.json"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "score_groups_cpu.py"), "--problems", "1",
+                           "--per-problem", "3", "--repeats", "1", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(out.read_text())
+    for workload in report["workloads"].values():
+        assert workload["pairs"] == 3 and workload["forward_tokens_shared"] < workload["rm_tokens"]
+        assert workload["seconds_shared"] > 0 and workload["seconds_whole"] > 0
+        assert workload["max_abs_diff_shared_vs_whole_fp32"] <= 1e-4
