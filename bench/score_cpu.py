@@ -21,9 +21,12 @@ import importlib.util
 import json
 import os
 import platform
+import sys
 import time
 
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def seed_way(tokenizer, model, pairs, batch_size):

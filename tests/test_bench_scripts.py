@@ -117,3 +117,14 @@ def test_score_groups_cpu_runs_on_smollm2(tmp_path):
         assert workload["pairs"] == 3 and workload["forward_tokens_shared"] < workload["rm_tokens"]
         assert workload["seconds_shared"] > 0 and workload["seconds_whole"] > 0
         assert workload["max_abs_diff_shared_vs_whole_fp32"] <= 1e-4
+
+
+def test_score_cpu_runs_every_way_on_smollm2(tmp_path):
+    out = tmp_path / "score_cpu.json"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "score_cpu.py"), "--n", "4", "--repeats", "1",
+                           "--out", str(out)], capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["pairs"] == 4 and report["forward_tokens_shared"] < report["tokens"]  # a shared start
+    assert all(way["tokens_per_s"] > 0 for way in report["ways"].values()) and len(report["ways"]) == 7
+    assert report["max_abs_diff_fp32_vs_seed"] <= 1e-4
