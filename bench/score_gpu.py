@@ -527,7 +527,7 @@ def groups_phase(name, args, seqs, device, out):
     each input whole (--share-prefix off).
     tokens/s and MFU count every input's tokens, so the shared way's are effective rates."""
     from codescaler.scorer import RewardScorer, ScorerConfig
-    from codescaler.sharing import plan_groups, prefix_groups
+    from codescaler.sharing import shared_forward_tokens
 
     rng, vocab, grouped = random.Random(2), SHAPES[name]["vocab_size"], []
     half = (args.min_len // 2, args.max_len // 2)
@@ -541,8 +541,7 @@ def groups_phase(name, args, seqs, device, out):
                                        packing="on", compile=device == "cuda"),
                           tokenizer=SimpleNamespace(pad_token_id=0), model=model)
     lengths = [len(s) for s in grouped]
-    forward = sum(s + sum(lengths[i] - s for i in m) for batch in plan_groups(
-        prefix_groups(grouped), lengths, scorer.token_budget, 256) for s, m in batch)
+    forward = shared_forward_tokens(grouped, scorer.token_budget)
     out["groups_workload"] = {"inputs": len(grouped), "per_problem": 8, "tokens": sum(lengths),
                               "forward_tokens_shared": forward, "forward_token_fraction": round(forward / sum(lengths), 3)}
     results = {}

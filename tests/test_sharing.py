@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from codescaler.packing import varlen_attention
 from codescaler.scorer import RewardScorer, ScorerConfig
-from codescaler.sharing import common_length, plan_groups, prefix_groups, shared_inputs
+from codescaler.sharing import common_length, plan_groups, prefix_groups, shared_forward_tokens, shared_inputs
 from tests.test_packing import tiny_model
 
 P = list(range(100, 120))  # 20 tokens a few inputs begin with
@@ -71,6 +71,13 @@ def test_plan_groups_respects_the_budget_and_the_batch_size():
         assert sum(s + sum(lengths[i] - s for i in m) for s, m in batch) <= 300
         assert all(s == 60 or s == 0 for s, _ in batch) and all(len(m) > 1 for s, m in batch if s)
     assert sum(1 for batch in plan for s, _ in batch if s) >= 5  # the 40 split in parts, each keeping the prefix
+
+
+def test_shared_forward_tokens_known_answer():
+    seqs = [P + [1, 2], P + [3], P + [4, 5, 6], Q]  # 20 shared by three, then 2 + 1 + 3 of their own; Q alone
+    assert shared_forward_tokens(seqs, token_budget=1000) == 20 + 6 + 30
+    assert shared_forward_tokens(seqs, token_budget=25) == (20 + 2 + 1) + (20 + 3) + 30  # the group split in two
+    assert shared_forward_tokens([Q, P], token_budget=100) == 50
 
 
 def test_shared_row_layout_known_answer():
