@@ -64,18 +64,20 @@ def main() -> None:
     from codescaler.sharing import prefix_groups, shared_forward_tokens
 
     folder, tokenizer, model = smollm2_rm()
-    fp32 = {way: RewardScorer(ScorerConfig(model=folder, dtype="float32", share_prefix="on" if way == "shared" else "off"),
-                              tokenizer=tokenizer, model=copy.deepcopy(model)) for way in ("shared", "whole")}
-    model = model.to(RewardScorer.pick_dtype("auto", "cpu"))
+
+    def scorer_of(share: str, dtype: str):  # the scorer's defaults but for these two (each on its own model copy)
+        return RewardScorer(ScorerConfig(model=folder, dtype=dtype, share_prefix=share), tokenizer=tokenizer,
+                            model=copy.deepcopy(model).to(RewardScorer.pick_dtype(dtype, "cpu")))
+
+    fp32 = {"shared": scorer_of("on", "float32"), "whole": scorer_of("off", "float32")}
+    shared, whole = scorer_of("on", "auto"), scorer_of("off", "auto")
     problems = [p for p in humaneval_problems() if len(mutants(p.extra["canonical_solution"])) + 1 >= args.per_problem]
     workloads = candidates(problems[:args.problems], args.per_problem)
-
-    shared = RewardScorer(ScorerConfig(model=folder), tokenizer=tokenizer, model=model)
-    whole = RewardScorer(ScorerConfig(model=folder, share_prefix="off"), tokenizer=tokenizer, model=copy.deepcopy(model))
     shared.score_code(*[x[:4] for x in workloads["bodies"]])  # warm-up
     whole.score_code(*[x[:4] for x in workloads["bodies"]])
-    report = {"machine": platform.processor() or platform.machine(), "threads": args.threads, "torch": torch.__version__,
-              "dtype": str(shared.model.dtype).replace("torch.", ""), "token_budget": shared.token_budget,
+    report = {"machine": platform.processor() or platform.machine(), "threads": args.threads,
+              "torch": torch.__version__, "dtype": str(shared.model.dtype).replace("torch.", ""),
+              "token_budget": shared.token_budget,
               "problems": min(args.problems, len(problems)), "per_problem": args.per_problem, "workloads": {}}
     for name, (prompts, codes) in workloads.items():
         seqs = [ids for ids, _ in shared.encode(prompts, codes)]
@@ -91,7 +93,7 @@ def main() -> None:
         tokens = sum(map(len, seqs))
         # fidelity in fp32 (bf16 rounds differently with any change of batch layout): two problems' candidates
         few = (prompts[:2 * args.per_problem], codes[:2 * args.per_problem])
-        exact = {way: [s for s, _ in scorer.score_code(*few)] for way, scorer in fp32.items()}
+        exact = {way: [s for s, _ in fp32[way].score_code(*few)] for way in fp32}
         report["workloads"][name] = {
             "pairs": len(seqs), "rm_tokens": tokens, "forward_tokens_shared": forward_tokens,
             "forward_token_fraction": round(forward_tokens / tokens, 3),
@@ -106,7 +108,8 @@ def main() -> None:
             "score_std": round(float(torch.tensor(scores["whole"]).std()), 3)}
         w = report["workloads"][name]
         print(f"{name:9s} {w['pairs']} pairs, {tokens} RM tokens, {forward_tokens} through the model shared "
-              f"({w['forward_token_fraction']:.0%}): shared {w['seconds_shared']:.2f}s, whole {w['seconds_whole']:.2f}s, "
+              f"({w['forward_token_fraction']:.0%}): shared {w['seconds_shared']:.2f}s, "
+              f"whole {w['seconds_whole']:.2f}s, "
               f"x{w['speedup_shared_vs_whole']:.2f}, max |diff| {w['max_abs_diff_shared_vs_whole']:.2e} "
               f"(fp32 {w['max_abs_diff_shared_vs_whole_fp32']:.1e}; score std {w['score_std']})")
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)

@@ -120,7 +120,8 @@ class ScorerConfig:
         if self.share_prefix not in SHARE_MODES:
             raise ValueError(f"share_prefix={self.share_prefix!r}; use one of {SHARE_MODES}")
         if self.share_prefix == "on" and self.packing == "off":
-            raise ValueError("share_prefix='on' needs packed batches; use packing='auto' or 'on', or share_prefix='off'")
+            raise ValueError("share_prefix='on' needs packed batches; use packing='auto' or 'on', "
+                             "or share_prefix='off'")
         if self.pad_mask and self.packing == "on":
             raise ValueError("pad_mask is for padded batches and packing='on' has none; use packing='off' or 'auto'")
         if self.max_length < 32:

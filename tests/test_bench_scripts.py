@@ -1,4 +1,4 @@
-"""The GPU benchmark script, run on the CPU with a tiny shape so it cannot rot between device runs."""
+"""The benchmark scripts, run on the CPU (the GPU one with a tiny shape) so they cannot rot between device runs."""
 
 import json
 import os
@@ -8,12 +8,17 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def run_bench(script: str, *args: str, out, timeout: int = 600) -> dict:
+    """Run bench/<script> with `args` and `--out out`; its JSON report (the script must exit 0)."""
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", script), *args, "--out", str(out)],
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(out.read_text())
+
+
 def test_score_gpu_tiny_runs_every_eager_way_and_agrees_with_the_seed_way(tmp_path):
     out = tmp_path / "score_gpu.json"
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "score_gpu.py"), "--tiny", "--no-compile",
-                           "--eager-fused", "--out", str(out)], capture_output=True, text=True, timeout=600, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    tiny = json.loads(out.read_text())["shapes"]["tiny"]
+    tiny = run_bench("score_gpu.py", "--tiny", "--no-compile", "--eager-fused", out=out)["shapes"]["tiny"]
     assert not tiny.get("errors")
     ways = tiny["ways"]
     for way in ("seed_fp32", "ours_fp32", "ours_packed_fp32", "seed_bf16", "ours_b16k", "ours_packed32k"):
@@ -29,11 +34,8 @@ def test_score_gpu_tiny_runs_every_eager_way_and_agrees_with_the_seed_way(tmp_pa
 
 def test_score_gpu_tiny_compiled_ways_agree_with_the_regional_one(tmp_path):
     out = tmp_path / "score_gpu.json"
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "score_gpu.py"), "--tiny", "--compile-only",
-                           "--compile-ways", "layers,model,fused,fp8,whole", "--repeats", "1", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    tiny = json.loads(out.read_text())["shapes"]["tiny"]
+    tiny = run_bench("score_gpu.py", "--tiny", "--compile-only", "--compile-ways", "layers,model,fused,fp8,whole",
+                     "--repeats", "1", out=out)["shapes"]["tiny"]
     assert not tiny.get("errors")
     ref = "ours_compiled_layers_packed32k"
     for way in (ref, "ours_compiled_model_packed32k", "ours_compiled_layers_fused_packed32k",
@@ -54,11 +56,7 @@ def test_fp8_fidelity_runs_on_a_tiny_rm(tmp_path, tiny_rm_dir):
              "rejected": f"def f{i}(x):\n    return x - {i} * 2\n"} for i in range(6)]
     pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "fp8.json"
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "fp8_fidelity.py"), "--model", tiny_rm_dir,
-                           "--pairs", str(pairs), "--out", str(out)], capture_output=True, text=True, timeout=600,
-                          cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    report = json.loads(out.read_text())
+    report = run_bench("fp8_fidelity.py", "--model", tiny_rm_dir, "--pairs", str(pairs), out=out)
     assert report["pairs"] == 6 and set(report["ways"]) == {"fp32", "bf16", "fp8"}
     for way in ("bf16", "fp8"):
         assert report["ways"][way]["vs_fp32"]["corr"] > 0.9  # the same model, rounded
@@ -67,11 +65,8 @@ def test_fp8_fidelity_runs_on_a_tiny_rm(tmp_path, tiny_rm_dir):
 
 def test_score_gpu_tiny_text_way_scores_from_text_both_ways(tmp_path, tiny_rm_dir):
     out = tmp_path / "score_gpu.json"
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "score_gpu.py"), "--tiny", "--compile-only",
-                           "--compile-ways", "text", "--text-tokenizer", tiny_rm_dir, "--repeats", "1",
-                           "--out", str(out)], capture_output=True, text=True, timeout=600, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    tiny = json.loads(out.read_text())["shapes"]["tiny"]
+    tiny = run_bench("score_gpu.py", "--tiny", "--compile-only", "--compile-ways", "text", "--text-tokenizer",
+                     tiny_rm_dir, "--repeats", "1", out=out)["shapes"]["tiny"]
     assert not tiny.get("errors")
     assert tiny["text_workload"]["pairs"] == 24 and tiny["text_workload"]["tokens"] > 24 * 20
     for way in ("text_scores_from_ids", "text_tokenise_first", "text_tokenise_overlapped"):
@@ -81,11 +76,8 @@ def test_score_gpu_tiny_text_way_scores_from_text_both_ways(tmp_path, tiny_rm_di
 
 def test_encode_overlap_bench_hides_tokenising_behind_a_stand_in_gpu(tmp_path, tiny_rm_dir):
     out = tmp_path / "overlap.json"
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "encode_overlap.py"), "--n", "48",
-                           "--repeats", "1", "--rates", "100000", "--tokenizer", tiny_rm_dir, "--out", str(out)],
-                          capture_output=True, text=True, timeout=600, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    report = json.loads(out.read_text())
+    report = run_bench("encode_overlap.py", "--n", "48", "--repeats", "1", "--rates", "100000", "--tokenizer",
+                       tiny_rm_dir, out=out)
     row = report["rates"]["100000"]
     assert report["pairs"] == 48 and report["tokens"] > 48 * 200
     assert row["gpu_alone_s"] == round(report["tokens"] / 1e5, 3)
@@ -95,11 +87,8 @@ def test_encode_overlap_bench_hides_tokenising_behind_a_stand_in_gpu(tmp_path, t
 
 def test_score_gpu_tiny_groups_way_shares_prefixes_and_agrees(tmp_path):
     out = tmp_path / "score_gpu.json"
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "score_gpu.py"), "--tiny", "--compile-only",
-                           "--compile-ways", "groups", "--repeats", "1", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    tiny = json.loads(out.read_text())["shapes"]["tiny"]
+    tiny = run_bench("score_gpu.py", "--tiny", "--compile-only", "--compile-ways", "groups", "--repeats", "1",
+                     out=out)["shapes"]["tiny"]
     assert not tiny.get("errors")
     assert tiny["ways"]["groups_shared"]["tokens_per_s"] > 0 and tiny["ways"]["groups_whole"]["tokens_per_s"] > 0
     assert 0.3 < tiny["groups_workload"]["forward_token_fraction"] < 0.9
@@ -108,11 +97,7 @@ def test_score_gpu_tiny_groups_way_shares_prefixes_and_agrees(tmp_path):
 
 def test_score_groups_cpu_runs_on_smollm2(tmp_path):
     out = tmp_path / "groups.json"
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "score_groups_cpu.py"), "--problems", "1",
-                           "--per-problem", "3", "--repeats", "1", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    report = json.loads(out.read_text())
+    report = run_bench("score_groups_cpu.py", "--problems", "1", "--per-problem", "3", "--repeats", "1", out=out)
     for workload in report["workloads"].values():
         assert workload["pairs"] == 3 and workload["forward_tokens_shared"] < workload["rm_tokens"]
         assert workload["seconds_shared"] > 0 and workload["seconds_whole"] > 0
@@ -121,10 +106,7 @@ def test_score_groups_cpu_runs_on_smollm2(tmp_path):
 
 def test_score_cpu_runs_every_way_on_smollm2(tmp_path):
     out = tmp_path / "score_cpu.json"
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "score_cpu.py"), "--n", "4", "--repeats", "1",
-                           "--out", str(out)], capture_output=True, text=True, timeout=900, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    report = json.loads(out.read_text())
+    report = run_bench("score_cpu.py", "--n", "4", "--repeats", "1", out=out, timeout=900)
     assert report["pairs"] == 4 and report["forward_tokens_shared"] < report["tokens"]  # a shared start
     assert all(way["tokens_per_s"] > 0 for way in report["ways"].values()) and len(report["ways"]) == 7
     assert report["max_abs_diff_fp32_vs_seed"] <= 1e-4
