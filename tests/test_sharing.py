@@ -143,6 +143,26 @@ def test_shared_prefix_scores_equal_unshared_with_fewer_tokens(kind, trim):
     assert max(abs(a - b) for a, b in zip(got, padded.score_ids(seqs))) <= 1e-5
 
 
+def test_shared_prefixes_in_a_backbone_not_known_to_trim():
+    """GPT-NeoX runs its own forward (no trimmed last layer): the key index reaches its attention all the same."""
+    from transformers import GPTNeoXConfig, GPTNeoXForSequenceClassification
+
+    def neox():
+        torch.manual_seed(0)
+        return GPTNeoXForSequenceClassification(GPTNeoXConfig(
+            vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+            num_labels=1, pad_token_id=0)).eval()
+
+    seqs = grouped_seqs(random.Random(9))
+    cfg = dict(model="t", dtype="float32", device="cpu", max_length=128, token_budget=256)
+    tok = SimpleNamespace(pad_token_id=0)
+    shared = RewardScorer(ScorerConfig(**cfg, packing="on"), tokenizer=tok, model=neox())
+    padded = RewardScorer(ScorerConfig(**cfg, packing="off"), tokenizer=tok, model=neox())
+    assert shared.share and not shared.trim
+    got = shared.score_ids(seqs)
+    assert max(abs(a - b) for a, b in zip(got, padded.score_ids(seqs))) <= 1e-5
+
+
 def test_shared_prefixes_under_compile_give_the_eager_scores():
     seqs = grouped_seqs(random.Random(8), problems=3, per_problem=4)
     cfg = dict(model="t", dtype="float32", device="cpu", max_length=128, token_budget=256, packing="on")
