@@ -405,8 +405,6 @@ class RewardScorer:
     def _batches(self, seqs: list[list[int]]):
         """(indices into seqs, host tensors) of each forward batch: packed rows (with shared prefixes
         when share_prefix resolves on) or length-sorted padded batches."""
-        import torch
-
         lengths = [len(s) for s in seqs]
         if not self.packing:
             for batch in plan_batches(lengths, self.token_budget, self.config.max_batch_size):
@@ -419,7 +417,6 @@ class RewardScorer:
             # attention kept inside each input (flash-attention varlen on CUDA; see codescaler/packing.py).
             inputs = shared_inputs(seqs, batch)
             inputs["last"] = inputs["codescaler_cu_seqlens"][1:len(order) + 1].long() - 1  # each input's last token
-            inputs["rows"] = torch.zeros_like(inputs["last"])
             yield order, inputs
 
     def _padded(self, seqs: list[list[int]]) -> dict:
@@ -467,7 +464,7 @@ class RewardScorer:
             return (t.pin_memory() if cuda else t).to(self.device, non_blocking=cuda)
 
         moved = {k: to_device(v) for k, v in inputs.items()}
-        rows, last = moved.pop("rows"), moved.pop("last")
+        rows, last = moved.pop("rows", None), moved.pop("last")  # a packed batch is one row: no row index
         if self.packing:
             # Upper bounds on a segment's and an input's length, which bound the kernel's grid; compiled graphs
             # get fixed ones (no recompiles).
@@ -484,7 +481,7 @@ class RewardScorer:
                                                        layout, last))
             elif self._backbone is not None and self._head is not None:
                 hidden = self._backbone(**moved, use_cache=False).last_hidden_state
-                logits = self._head(hidden[rows, last])
+                logits = self._head(hidden[0, last] if rows is None else hidden[rows, last])
             else:  # an architecture without the usual backbone/score split
                 logits = self.model(**moved).logits
             logits = logits[:, 0].float()
