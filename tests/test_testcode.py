@@ -2,7 +2,7 @@
 
 import pytest
 
-from codescaler.testcode import analyse_assert, free_globals, reaches_into_candidate_source
+from codescaler.testcode import analyse_assert, free_globals, reaches_into_candidate_source, statement_prelude
 
 TRICKY = '''
 import pytest
@@ -68,3 +68,19 @@ def test_a_statement_the_test_takes_nothing_from_is_not_compiled_for_the_tester(
 ])
 def test_tests_that_would_patch_the_candidates_process_are_caught(test, caught):
     assert bool(reaches_into_candidate_source(test)) is caught
+
+
+@pytest.mark.parametrize("statement,prelude", [
+    # HumanEval: the imports stay, the declared function goes (its lines left blank)
+    ("from typing import List\n\n\ndef f(xs: List[int]) -> int:\n    \"\"\"Doc.\"\"\"\n",
+     "from typing import List\n\n\n\n\n"),
+    # a helper the statement implements stays; a decorated stub goes with its decorator; `...` and `pass` are stubs
+    ("import math\ndef poly(xs, x):\n    return math.fsum(xs)\n@dec\ndef g():\n    ...\ndef h():\n    pass\n",
+     "import math\ndef poly(xs, x):\n    return math.fsum(xs)\n\n\n\n\n\n"),
+    ("N = 10\nclass Point:\n    x: int\n", "N = 10\nclass Point:\n    x: int\n"),  # not functions: kept
+    ("def f():\n    \"\"\"Only a stub.\"\"\"\n", ""),  # nothing left
+    ("class Solution:\n    def twoSum(self, nums):\n        ", ""),  # a LeetCode stub is not whole code
+    ("", ""),
+])
+def test_statement_prelude(statement, prelude):
+    assert statement_prelude(statement) == prelude
