@@ -1,6 +1,6 @@
 """How far FP8 linears move a trained RM's scores, against bf16 and the fp32 reference, on the CPU.
 
-On the H100, FP8 linears (bench/score_gpu.py `FP8Linear`: every decoder-layer linear through torch._scaled_mm,
+On the H100, FP8 linears (`FP8Linear` in bench/mlp_variants.py: every decoder-layer linear through torch._scaled_mm,
 weights scaled per output channel, activations per token) scored the random-weight 8B at 59k tok/s, but random
 weights say little about how a trained model's activations quantize. This runs the same `FP8Linear` on a trained
 RM, the one `make demo` builds (SmolLM2-135M with a LoRA-trained score head, merged), over the demo's preference
@@ -32,7 +32,7 @@ sys.path.insert(0, HERE)
 
 from codescaler.records import Pair, read_records  # noqa: E402
 from codescaler.scorer import RewardScorer, ScorerConfig, default_model_dir, load_reward_model  # noqa: E402
-from score_gpu import fp8_linears  # noqa: E402
+from mlp_variants import fp8_linears  # noqa: E402
 
 
 def scores_of(model_dir: str, dtype: str, fp8: bool, pairs: list[Pair]) -> tuple[list[float], float]:

@@ -18,7 +18,8 @@ Ways, per shape (the padded ways are length-sorted; all of ours apply the score 
                       default regional, one decoder layer compiled and reused by all, the scorer's way; model =
                       the whole backbone as one graph; whole = regional with the last layer run whole; padded;
                       and experiments not in the scorer: fused =
-                      gate/up stacked (GatedMLP); fp8 = fused + float8 linears (FP8Linear); autotune = inductor's
+                      gate/up stacked (GatedMLP); fp8 = fused + float8 linears (FP8Linear); chunked = each MLP in
+                      --mlp-chunks slices (ChunkedMLP; all three in bench/mlp_variants.py); autotune = inductor's
                       GEMM autotuning; tuned = coordinate-descent tuning; frozen = inductor freezing), each
                       followed by a profile of its top GPU kernels
   text_*              from text (--compile-ways text --text-tokenizer DIR; compiled on CUDA): the workload as
@@ -52,6 +53,9 @@ from types import SimpleNamespace
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from mlp_variants import chunk_mlps, fp8_linears, fuse_gate_up  # noqa: E402
 
 SHAPES = {  # CodeScaler checkpoints are Qwen3ForSequenceClassification
     "8b": dict(hidden_size=4096, num_hidden_layers=36, num_attention_heads=32, num_key_value_heads=8,
@@ -134,66 +138,6 @@ def scorer_fn(model, budget, packing=False, compile=False, scope="layers", trim=
     if packing and trim and scope == "layers" and not scorer.trim:
         raise RuntimeError("the scorer did not trim the last layer of this model")
     return scorer.score_ids
-
-
-class GatedMLP(torch.nn.Module):
-    """Experiment, not in the scorer (no gain on the H100): down(act(gate(x)) * up(x)) with gate and up
-    stacked into one projection, one GEMM of twice the width, as serving engines do."""
-
-    def __init__(self, mlp):
-        super().__init__()
-        gate, up = mlp.gate_proj, mlp.up_proj
-        self.gate_up_proj = torch.nn.Linear(gate.in_features, 2 * gate.out_features, bias=False,
-                                            device=gate.weight.device, dtype=gate.weight.dtype)
-        with torch.no_grad():
-            self.gate_up_proj.weight.copy_(torch.cat([gate.weight, up.weight]))
-        self.down_proj, self.act_fn = mlp.down_proj, mlp.act_fn
-
-    def forward(self, x):
-        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
-        return self.down_proj(self.act_fn(gate) * up)
-
-
-def fuse_gate_up(backbone) -> int:
-    """Each decoder layer's MLP (Qwen3MLP: down_proj(act_fn(gate_proj(x)) * up_proj(x))) becomes a GatedMLP."""
-    for layer in backbone.layers:
-        layer.mlp = GatedMLP(layer.mlp)
-    return len(backbone.layers)
-
-
-FP8_MAX = 448.0  # largest float8 e4m3fn
-
-
-class FP8Linear(torch.nn.Module):
-    """Experiment, not in the scorer: y = x W^T in float8 e4m3 (torch._scaled_mm), the weight scaled per
-    output channel once, the input per token on the fly (rowwise scales), bf16 out."""
-
-    def __init__(self, linear):
-        super().__init__()
-        w = linear.weight.detach().float()
-        scale = w.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / FP8_MAX  # [N, 1]
-        self.register_buffer("weight_fp8", (w / scale).to(torch.float8_e4m3fn))  # [N, K]
-        self.register_buffer("weight_scale", scale.t().contiguous())  # [1, N]
-        self.bias = linear.bias
-
-    def forward(self, x):
-        flat = x.reshape(-1, x.shape[-1])
-        scale = flat.abs().amax(dim=1, keepdim=True).float().clamp(min=1e-12) / FP8_MAX  # [M, 1]
-        q = (flat.float() / scale).to(torch.float8_e4m3fn)
-        y = torch._scaled_mm(q, self.weight_fp8.t(), scale_a=scale, scale_b=self.weight_scale, bias=self.bias,
-                             out_dtype=x.dtype)
-        return y.reshape(*x.shape[:-1], y.shape[-1])
-
-
-def fp8_linears(backbone) -> int:
-    """Every nn.Linear inside the decoder layers becomes an FP8Linear (the score head stays bf16)."""
-    swapped = 0
-    for parent in list(backbone.layers.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, torch.nn.Linear):
-                setattr(parent, name, FP8Linear(child))
-                swapped += 1
-    return swapped
 
 
 def sync_points(fn, seqs):
@@ -390,13 +334,14 @@ def eager_phase(name, args, seqs, device, out):
 
 
 def compile_phase(name, args, seqs, device, out, packing=True, scope="layers", fused=False, fp8=False, tuned=False,
-                  freeze=False, autotune=False, trim=True):
+                  freeze=False, autotune=False, trim=True, chunked=False):
     """torch.compile (dynamic shapes): a compiling first pass, then timed ones (the fastest of --repeats).
     scope: layers (regional: one decoder layer's graph serves all) or model (the whole backbone);
     fused: gate and up projections stacked (GatedMLP); fp8: every layer's linears in float8
     (FP8Linear, an experiment); autotune: inductor's GEMM autotuning (Triton templates against cuBLAS);
     tuned: inductor's coordinate-descent tuning of its own kernels; freeze: inductor freezing (weights as
-    constants, which may fuse projections sharing an input); trim=False: the last layer run whole."""
+    constants, which may fuse projections sharing an input); trim=False: the last layer run whole;
+    chunked: each MLP in --mlp-chunks slices of its intermediate width (ChunkedMLP, an experiment)."""
     import torch._inductor.config as inductor_config
     from torch._dynamo.utils import counters
 
@@ -417,9 +362,12 @@ def compile_phase(name, args, seqs, device, out, packing=True, scope="layers", f
         out["fused_mlps"] = fuse_gate_up(model.model)
     if fp8:
         out["fp8_linears"] = fp8_linears(model.model)
+    if chunked:
+        out["chunked_mlps"] = chunk_mlps(model.model, args.mlp_chunks)
     budget = args.compile_budget
     flags = "".join(f"{flag}_" for flag, on in (("autotune", autotune), ("tuned", tuned), ("frozen", freeze),
-                                                  ("fused", fused), ("fp8", fp8), ("whole", not trim)) if on)
+                                                  ("fused", fused), ("fp8", fp8), ("whole", not trim),
+                                                  (f"chunked{args.mlp_chunks}", chunked)) if on)
     way = f"ours_compiled_{scope}_{flags}{'packed' if packing else 'b'}{budget // 1024}k"
     fn = scorer_fn(model, budget, packing=packing, compile=True, scope=scope, trim=trim)
     t0 = time.perf_counter()
@@ -575,10 +523,12 @@ def main():
                          "regional: the scorer's default), whole (layers, the last layer run whole), model "
                          "(packed, the whole backbone), padded (layers, "
                          "padded batches), fused (layers + gate/up stacked), fp8 (fused + float8 linears, an "
-                         "experiment), autotune (layers + inductor GEMM autotuning), tuned (model + inductor "
+                         "experiment), chunked (layers + each MLP in --mlp-chunks slices, an experiment), autotune (layers + inductor GEMM autotuning), tuned (model + inductor "
                          "coordinate-descent tuning), frozen (model + inductor freezing), text (from text: "
                          "tokenising overlapped with scoring against tokenising first; needs --text-tokenizer), "
                          "groups (8 inputs a problem: shared prefixes against each input whole)")
+    ap.add_argument("--mlp-chunks", type=int, default=3,
+                    help="slices of the MLP's intermediate width in the `chunked` way (3: 8B's 12288 as 3 x 4096)")
     ap.add_argument("--repeats", type=int, default=2, help="timed passes of each compiled way (the fastest counts)")
     ap.add_argument("--eager-fused", action="store_true",
                     help="after the eager ways, stack gate/up (GatedMLP) and time packed again")
@@ -625,7 +575,7 @@ def main():
     steps = [(eager_phase, name, {}) for name in shapes if not args.compile_only]
     if not args.no_compile:
         kinds = {"layers": {}, "whole": {"trim": False}, "model": {"scope": "model"}, "padded": {"packing": False},
-                 "fused": {"fused": True}, "autotune": {"autotune": True}, "fp8": {"fused": True, "fp8": True},
+                 "fused": {"fused": True}, "autotune": {"autotune": True}, "fp8": {"fused": True, "fp8": True}, "chunked": {"chunked": True},
                  "tuned": {"scope": "model", "tuned": True}, "frozen": {"scope": "model", "freeze": True}}
         for item in args.compile_ways.split(","):
             kind, _, only = item.partition(":")

@@ -1,11 +1,24 @@
 """The benchmark scripts, run on the CPU (the GPU one with a tiny shape) so they cannot rot between device runs."""
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 
+import pytest
+import torch
+import torch.nn.functional as F
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def bench_module(name: str):
+    """bench/<name>.py as a module (bench/ is a folder of scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "bench", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_bench(script: str, *args: str, out, timeout: int = 600) -> dict:
@@ -34,20 +47,48 @@ def test_score_gpu_tiny_runs_every_eager_way_and_agrees_with_the_seed_way(tmp_pa
 
 def test_score_gpu_tiny_compiled_ways_agree_with_the_regional_one(tmp_path):
     out = tmp_path / "score_gpu.json"
-    tiny = run_bench("score_gpu.py", "--tiny", "--compile-only", "--compile-ways", "layers,model,fused,fp8,whole",
-                     "--repeats", "1", out=out)["shapes"]["tiny"]
+    tiny = run_bench("score_gpu.py", "--tiny", "--compile-only", "--compile-ways",
+                     "layers,model,fused,fp8,whole,chunked", "--mlp-chunks", "4", "--repeats", "1", out=out)["shapes"]["tiny"]
     assert not tiny.get("errors")
     ref = "ours_compiled_layers_packed32k"
     for way in (ref, "ours_compiled_model_packed32k", "ours_compiled_layers_fused_packed32k",
-                "ours_compiled_layers_fused_fp8_packed32k", "ours_compiled_layers_whole_packed32k"):
+                "ours_compiled_layers_fused_fp8_packed32k", "ours_compiled_layers_whole_packed32k",
+                "ours_compiled_layers_chunked4_packed32k"):
         assert tiny["ways"][way]["tokens_per_s"] > 0
         assert tiny[f"{way}_max_abs_diff_between_passes"] == 0.0
         assert tiny[f"{way}_graphs"]["compiled"] >= 1
     assert tiny[f"ours_compiled_model_packed32k_max_abs_diff_vs_{ref}"] <= 1e-2  # bf16
     assert tiny[f"ours_compiled_layers_fused_packed32k_max_abs_diff_vs_{ref}"] <= 1e-2
     assert tiny[f"ours_compiled_layers_whole_packed32k_max_abs_diff_vs_{ref}"] <= 1e-2
+    assert tiny["chunked_mlps"] == 2
+    assert tiny[f"ours_compiled_layers_chunked4_packed32k_max_abs_diff_vs_{ref}"] <= 1e-2
     assert tiny["fp8_linears"] == 2 * 6  # q, k, v, o, gate_up, down in each of the 2 layers
     assert tiny[f"ours_compiled_layers_fused_fp8_packed32k_corr_vs_{ref}"] > 0.99
+
+
+def test_chunked_mlp_is_the_whole_mlp():
+    chunked_mlp = bench_module("mlp_variants").chunked_mlp
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 5, 16, generator=g, dtype=torch.float64)
+    gate, up, down = torch.randn(24, 16, generator=g), torch.randn(24, 16, generator=g), torch.randn(16, 24, generator=g)
+    gate, up, down = gate.double(), up.double(), down.double()
+    whole = down @ (F.silu(gate @ x.unsqueeze(-1)) * (up @ x.unsqueeze(-1)))  # [2, 5, 16, 1], by the definition
+    for chunks in (1, 2, 3, 4, 6, 12, 24):
+        got = chunked_mlp(x, gate, up, down, F.silu, chunks)
+        assert got.shape == (2, 5, 16)
+        assert torch.allclose(got, whole.squeeze(-1), atol=1e-10), chunks
+    with pytest.raises(ValueError, match="does not divide"):
+        chunked_mlp(x, gate, up, down, F.silu, 5)
+
+
+def test_gemm_shapes_mlp_ways_agree_with_fp32_on_the_cpu():
+    rows = bench_module("gemm_shapes").mlp_ways(8, [2, 3, 4], reps=1, device="cpu", check_rows=8)
+    assert list(rows) == ["chunks1", "chunks2", "chunks3", "chunks4"]
+    whole = rows["chunks1"]["max_abs_err_vs_fp32"]
+    assert 0 < whole < 0.05  # bf16 rounding of O(1) outputs, at the 8B shape
+    for row in rows.values():
+        assert row["max_abs_err_vs_fp32"] < 2 * whole + 0.01  # the same function, rounded in other places
+        assert "ms" not in row  # nothing is timed off CUDA
 
 
 def test_fp8_fidelity_runs_on_a_tiny_rm(tmp_path, tiny_rm_dir):
