@@ -61,7 +61,8 @@ class ChunkedMLP(torch.nn.Module):
         super().__init__()
         if any(p.bias is not None for p in (mlp.gate_proj, mlp.up_proj, mlp.down_proj)):
             raise ValueError("ChunkedMLP takes bias-free projections (Llama/Qwen MLPs)")
-        self.gate_proj, self.up_proj, self.down_proj, self.act_fn = mlp.gate_proj, mlp.up_proj, mlp.down_proj, mlp.act_fn
+        self.gate_proj, self.up_proj, self.down_proj = mlp.gate_proj, mlp.up_proj, mlp.down_proj
+        self.act_fn = mlp.act_fn
         self.chunks = chunks
 
     def forward(self, x):

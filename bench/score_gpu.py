@@ -523,7 +523,8 @@ def main():
                          "regional: the scorer's default), whole (layers, the last layer run whole), model "
                          "(packed, the whole backbone), padded (layers, "
                          "padded batches), fused (layers + gate/up stacked), fp8 (fused + float8 linears, an "
-                         "experiment), chunked (layers + each MLP in --mlp-chunks slices, an experiment), autotune (layers + inductor GEMM autotuning), tuned (model + inductor "
+                         "experiment), chunked (layers + each MLP in --mlp-chunks slices, an experiment), "
+                         "autotune (layers + inductor GEMM autotuning), tuned (model + inductor "
                          "coordinate-descent tuning), frozen (model + inductor freezing), text (from text: "
                          "tokenising overlapped with scoring against tokenising first; needs --text-tokenizer), "
                          "groups (8 inputs a problem: shared prefixes against each input whole)")
@@ -575,7 +576,8 @@ def main():
     steps = [(eager_phase, name, {}) for name in shapes if not args.compile_only]
     if not args.no_compile:
         kinds = {"layers": {}, "whole": {"trim": False}, "model": {"scope": "model"}, "padded": {"packing": False},
-                 "fused": {"fused": True}, "autotune": {"autotune": True}, "fp8": {"fused": True, "fp8": True}, "chunked": {"chunked": True},
+                 "fused": {"fused": True}, "autotune": {"autotune": True}, "fp8": {"fused": True, "fp8": True},
+                 "chunked": {"chunked": True},
                  "tuned": {"scope": "model", "tuned": True}, "frozen": {"scope": "model", "freeze": True}}
         for item in args.compile_ways.split(","):
             kind, _, only = item.partition(":")

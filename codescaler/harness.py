@@ -90,10 +90,10 @@ TESTER = None  # this worker's `Tester` while it has a healthy one
 HERE = ""  # the harness's directory (set by `main`), where the tester's modules are
 FORKER = None  # this worker's `forker.Forker`, started by `main` before the first job
 GENERATION = None  # the forker's generation for the current syscall filter's key (`candidate_forker`)
-# What of a job the candidate's process gets (forker.write_job): never the test of an assert job.
 PRELUDES: dict = {}  # statement prelude text -> its code object (`prelude_of`), at most 256, oldest dropped first
 # candidate code and statement preludes are compiled with annotations deferred (`compile_job`)
 DEFERRED_ANNOTATIONS = __future__.annotations.compiler_flag
+# What of a job the candidate's process gets (forker.write_job): never the test of an assert job.
 CANDIDATE_JOB = ("kind", "fn", "workdir", "timeout", "cpu_cases", "startup_s", "memory_mb", "disk_mb", "max_procs")
 # The candidate's syscall filter (seccomp.py), which refuses its signals and limit changes aimed at our processes:
 # whether the kernel takes one (probed by `main`), and our process group.
