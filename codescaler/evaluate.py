@@ -24,7 +24,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from codescaler.forker import HEADERS
 from codescaler.records import Problem, Status, UserError, Verdict
+
+IMPORT_HEADERS = ("problem",) + HEADERS  # SandboxConfig.import_header's values
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -93,22 +96,6 @@ def metrics(results: list[ProblemResult], ks: list[int]) -> dict:
     return out
 
 
-# ---------------------------------------------------------------- verification adapter
-
-
-def verify_items(problems: dict[str, Problem], items: list[tuple[str, str | None]], workers: int = 2,
-                 timeout: float = 10.0, memory_mb: int = 1024) -> list[Verdict]:
-    """Verdicts for (problem_id, code or None) items, in order: THE one place generate/select/eval run code,
-    through the project sandbox (`codescaler.sandbox.verify_batch`: bwrap, uid 65534, unforgeable verdicts)."""
-    from codescaler.sandbox import SandboxConfig, verify_batch
-
-    try:
-        config = SandboxConfig(workers=workers, timeout_s=timeout, memory_mb=memory_mb)
-    except ValueError as e:
-        raise UserError(str(e)) from None
-    return list(verify_batch(problems, items, config))
-
-
 # ---------------------------------------------------------------- benchmarks
 
 
@@ -141,33 +128,45 @@ class EvalConfig:
     workers: int = field(default=2, metadata={"help": "parallel verification workers"})
     timeout: float = field(default=10.0, metadata={"help": "seconds per test run"})
     memory_mb: int = field(default=1024, metadata={"help": "memory cap per test run (sandbox)"})
+    import_header: str = field(default="problem", metadata={
+        "help": "names bound before each candidate runs (SandboxConfig.import_header): problem (each problem's own "
+                "key; prepare sets lcb on LiveCodeBench-graded data), none, or lcb for every problem"})
 
     def __post_init__(self):
         if not self.ks or any(k < 1 for k in self.ks):
             raise ValueError(f"ks={self.ks}; use positive integers such as 1,8")
         if self.workers < 1:
             raise ValueError(f"workers={self.workers}; use 1 or more")
+        if self.import_header not in IMPORT_HEADERS:
+            raise ValueError(f"import_header={self.import_header!r}; use one of {', '.join(IMPORT_HEADERS)}")
 
 
 def verify_rows(problems: dict[str, Problem], rows: list[dict], config: EvalConfig, out=None,
                 extraction: str = "syntax") -> list[dict]:
-    """Add a verdict to each row that lacks one (extracting code first); write each new row to `out`."""
+    """Add a verdict to each row that lacks one (extracting its code first, unless it has a `code`); write each new
+    row to `out` as it is verified. THE one place eval and select run code: one pool of warm sandboxed workers for
+    all rows (`codescaler.sandbox.Verifier`: bwrap, uid 65534, unforgeable verdicts)."""
     from codescaler.cli import progress
     from codescaler.extract import extract_code
+    from codescaler.sandbox import SandboxConfig, SandboxUnavailable, Verifier
 
     todo = [d for d in rows if not isinstance(d.get("verdict"), dict)]
-    chunk = max(8, 4 * config.workers)
-    with progress(total=len(todo), desc="verify", unit="resp") as bar:
-        for start in range(0, len(todo), chunk):
-            part = todo[start:start + chunk]
-            codes = [d["code"] if "code" in d else extract_code(d["response"], extraction) for d in part]
-            verdicts = verify_items(problems, [(d["problem_id"], c) for d, c in zip(part, codes)],
-                                    config.workers, config.timeout, config.memory_mb)
-            for d, c, v in zip(part, codes, verdicts):
-                d["code"], d["verdict"] = c, v.to_dict()
-                if out is not None:
-                    out.write(d)
-            bar.update(len(part))
+    if not todo:
+        return rows
+    for d in todo:
+        if "code" not in d:
+            d["code"] = extract_code(d["response"], extraction)
+    try:
+        verifier = Verifier(SandboxConfig(workers=config.workers, timeout_s=config.timeout, memory_mb=config.memory_mb,
+                                          import_header=config.import_header))
+    except (ValueError, SandboxUnavailable) as e:
+        raise UserError(str(e)) from None
+    with verifier, progress(total=len(todo), desc="verify", unit="resp") as bar:
+        for d, verdict in zip(todo, verifier.imap(problems, [(d["problem_id"], d["code"]) for d in todo])):
+            d["verdict"] = verdict.to_dict()
+            if out is not None:
+                out.write(d)
+            bar.update(1)
     return rows
 
 
@@ -189,6 +188,8 @@ def add_cli(p) -> None:
     p.add_argument("--workers", type=int, default=2, help="parallel verification workers")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per test run")
     p.add_argument("--memory-mb", type=int, default=1024, help="memory cap per test run")
+    p.add_argument("--import-header", choices=IMPORT_HEADERS, default="problem",
+                   help=EvalConfig.__dataclass_fields__["import_header"].metadata["help"])
     p.add_argument("--extraction", choices=("syntax", "reference"), default="syntax",
                    help="how code is extracted from responses before running it")
     add_generation_args(p, model_required=False)
@@ -200,9 +201,13 @@ def cli_main(args) -> int:
 
     try:
         ks = sorted({int(k) for k in args.k.split(",") if k.strip()})
-        config = EvalConfig(ks=ks, workers=args.workers, timeout=args.timeout, memory_mb=args.memory_mb)
     except ValueError as e:
-        raise UserError(f"--k {args.k!r}: {e}") from None
+        raise UserError(f"--k {args.k!r}: {e}; use comma-separated integers such as 1,8") from None
+    try:
+        config = EvalConfig(ks=ks, workers=args.workers, timeout=args.timeout, memory_mb=args.memory_mb,
+                            import_header=args.import_header)
+    except ValueError as e:
+        raise UserError(str(e)) from None
     if args.responses and args.model:
         raise UserError("--responses evaluates earlier responses and never generates; drop --model "
                         "(or drop --responses to generate)")

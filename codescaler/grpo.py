@@ -307,7 +307,10 @@ def train_policy(cfg: PolicyConfig, scorer: ScorerConfig | None = None) -> dict:
                           processing_class=tokenizer, callbacks=[reward_log_callback(log_path)])
     if resume_from:
         print(f"resuming from {resume_from}", file=sys.stderr)
-    trainer.train(resume_from_checkpoint=resume_from)
+    try:
+        trainer.train(resume_from_checkpoint=resume_from)
+    finally:
+        reward.close()  # the tests reward's warm sandboxed workers
     trainer.save_model(cfg.output_dir)
     rows = read_reward_log(log_path)
     return {"output_dir": cfg.output_dir, "reward_log": log_path,

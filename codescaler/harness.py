@@ -94,7 +94,8 @@ PRELUDES: dict = {}  # statement prelude text -> its code object (`prelude_of`),
 # candidate code and statement preludes are compiled with annotations deferred (`compile_job`)
 DEFERRED_ANNOTATIONS = __future__.annotations.compiler_flag
 # What of a job the candidate's process gets (forker.write_job): never the test of an assert job.
-CANDIDATE_JOB = ("kind", "fn", "workdir", "timeout", "cpu_cases", "startup_s", "memory_mb", "disk_mb", "max_procs")
+CANDIDATE_JOB = ("kind", "fn", "workdir", "timeout", "cpu_cases", "startup_s", "memory_mb", "disk_mb", "max_procs",
+                 "header")
 # The candidate's syscall filter (seccomp.py), which refuses its signals and limit changes aimed at our processes:
 # whether the kernel takes one (probed by `main`), and our process group.
 FILTERS = False
@@ -104,17 +105,11 @@ GROUP = 0
 # ---------------------------------------------------------------- process hygiene
 
 
-def host_namespaces() -> str:
-    """The caller's PID, user and mount namespaces, e.g. "pid:[4026531836],user:[4026531837],mnt:[4026531841]"
-    (given to the harness)."""
-    return ",".join(os.readlink(f"/proc/self/ns/{ns}") for ns in ("pid", "user", "mnt"))
-
-
 def confinement_problem(host_ns: str) -> str:
     """Why this process must not run candidates, or "" when it is confined.
 
     Confined means: in PID, user and mount namespaces other than the host's
-    (`host_ns`, the parent's `host_namespaces()`), with a tmpfs mounted on /tmp.
+    (`host_ns`, the parent's `launch.host_namespaces()`), with a tmpfs mounted on /tmp.
     In a private PID namespace no process outside it can even be named by
     kill(); in a private user namespace no capability of the host applies; and
     the /tmp this process empties after every run is its own.
@@ -555,7 +550,8 @@ def run_job(job: dict) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    """Run as `harness_main.py CONTROL_FD HOST_NS CPU [EXTRA_SYS_PATH...]` (CPU: "" or the one CPU to run on)."""
+    """Run as `harness_main.py CONTROL_FD HOST_NS CPU HEADER [EXTRA_SYS_PATH...]` (CPU: "" or the one CPU to run on;
+    HEADER: "none" or the import header whose namespace candidates find made, `forker.preload_header`)."""
     global CONTROL_FD, CONFINED, BASELINE, HERE, FILTERS, GROUP, FORKER
     CONTROL_FD, host_ns = int(argv[1]), argv[2]
     why = confinement_problem(host_ns)
@@ -566,7 +562,7 @@ def main(argv: list[str]) -> int:
     HERE = os.path.dirname(os.path.abspath(__file__))
     # our directory off the import path: a candidate's `import tester` (or a name that a file of ours shadows) does
     # not find our files; the modules already loaded stay in sys.modules, like all else in the memory it copies
-    sys.path[:] = [p for p in sys.path if p != HERE] + argv[4:]
+    sys.path[:] = [p for p in sys.path if p != HERE] + argv[5:]
     if argv[3]:  # before BASELINE (a change after it is a candidate's doing) and before forking anything
         os.sched_setaffinity(0, {int(argv[3])})
     ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
@@ -578,6 +574,7 @@ def main(argv: list[str]) -> int:
     sys.stderr = open(2, "w", encoding="utf-8", errors="replace", closefd=False)
     for name in PRELOAD:
         __import__(name)
+    forker.preload_header(argv[4])
     gc.freeze()  # what is loaded now is never scanned again, so forked runs do not copy its pages to collect
     BASELINE = forker.process_state(0)
     FILTERS, GROUP = seccomp.works(), os.getpgid(0)

@@ -20,6 +20,7 @@ problems with fewer than N failing codes get AST mutants of their passing code
 from __future__ import annotations
 
 import ast
+import contextlib
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -228,21 +229,11 @@ def build_pairs(problems: dict[str, Problem], verified: Sequence[tuple[str, int,
     return out, stats
 
 
-def sandbox_verify(config=None) -> Callable[[Problem, list[str]], list[Verdict]]:
-    """The one adapter to `codescaler verify` (codescaler/sandbox.py): (problem, codes) -> verdicts."""
-    try:
-        from codescaler import sandbox
-    except ModuleNotFoundError as e:
-        if e.name != "codescaler.sandbox":
-            raise
-        from codescaler.records import UserError
-
-        raise UserError("--synthesize-negatives needs the sandbox (`codescaler verify`), "
-                        "which is not built in this version") from None
-    cfg = config if config is not None else sandbox.SandboxConfig()
-
+def sandbox_verify(verifier) -> Callable[[Problem, list[str]], list[Verdict]]:
+    """The one adapter to the sandbox: (problem, codes) -> verdicts, through `verifier` (a `sandbox.Verifier`,
+    whose warm workers the caller holds for the whole run)."""
     def verify(problem: Problem, codes: list[str]) -> list[Verdict]:
-        return sandbox.verify_batch({problem.id: problem}, [(problem.id, c) for c in codes], cfg)
+        return verifier.verify({problem.id: problem}, [(problem.id, c) for c in codes])
 
     return verify
 
@@ -268,8 +259,9 @@ def add_cli(p) -> None:
 
 
 def cli_main(args) -> int:
+    from codescaler import sandbox
     from codescaler.cli import config_from_args, progress
-    from codescaler.records import JsonlWriter, read_problems, read_responses
+    from codescaler.records import JsonlWriter, UserError, read_problems, read_responses
 
     config = config_from_args(PairsConfig, args)
     problems = read_problems(args.problems)
@@ -280,11 +272,19 @@ def cli_main(args) -> int:
                 Verdict.from_dict(d["verdict"], path, n)
             except ValueError as e:
                 raise RecordError(path, n, "verdict", str(e)) from None
-    verify = sandbox_verify() if config.synthesize_negatives else None
     done = _done_problems(args.output)
     todo = [row for row in verified if row[2]["problem_id"] not in done]
-    with JsonlWriter(args.output) as out, progress(total=len({r[2]["problem_id"] for r in todo}), desc="pairs",
-                                                   unit="problem") as bar:
+    with contextlib.ExitStack() as stack:
+        verify = None
+        if config.synthesize_negatives:  # one pool of warm sandboxed workers for every problem's mutants
+            try:
+                verify = sandbox_verify(stack.enter_context(sandbox.Verifier(sandbox.SandboxConfig())))
+            except sandbox.SandboxUnavailable as e:
+                raise UserError(f"--synthesize-negatives needs the sandbox: {e}") from None
+        out = stack.enter_context(JsonlWriter(args.output))
+        bar = stack.enter_context(progress(total=len({r[2]["problem_id"] for r in todo}), desc="pairs",
+                                           unit="problem"))
+
         def write(pairs: list[Pair]) -> None:
             for pair in pairs:
                 out.write(pair.to_dict())

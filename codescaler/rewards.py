@@ -10,6 +10,8 @@ Each reward is a plain callable `reward(prompts, completions, completion_ids=Non
   `RewardScorer` (in-process) or a `codescaler serve` URL.
 - `TestsReward`: 1.0 when the sandbox says every test passed, else 0.0 (the RLVR baseline). A
   sandbox (infrastructure) error gives None, which TRL treats as "no reward", never as wrong code.
+  Its sandboxed workers start at the first call and stay warm for the next ones; `close()` (or
+  `with`) stops them.
 - `HybridReward`: tests where the problem has them, the RM where `tests` is null.
 
 Completions may be plain strings or conversations (the last assistant turn is the response).
@@ -23,11 +25,12 @@ When TRL passes `log_metric`, each call logs `valid_code_rate` (and for tests `p
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 from codescaler.extract import extract_code
-from codescaler.records import Problem, Scored, Status, UserError, Verdict
+from codescaler.records import Problem, Scored, Status, UserError
 from codescaler.scorer import RewardScorer, ScorerConfig, text_of
 
 REWARDS = ("rm", "tests", "hybrid")
@@ -82,12 +85,13 @@ def problems_for(prompts: Sequence, kwargs: dict, problems: dict[str, Problem] |
 # ---------------------------------------------------------------- adapters (one each)
 
 
-def run_tests(problems: dict[str, Problem], items: list[tuple[str, str | None]], config=None) -> list[Verdict]:
-    """The one call into the sandbox (issue 3): a verdict per (problem_id, code or None)."""
+def start_sandbox(config=None):
+    """The one way into the sandbox (issue 3): a pool of warm sandboxed workers (`sandbox.Verifier`), which the tests
+    reward starts at its first call and keeps for the calls after it."""
     from codescaler import sandbox
 
     try:
-        return sandbox.verify_batch(problems, items, config if config is not None else sandbox.SandboxConfig())
+        return sandbox.Verifier(config if config is not None else sandbox.SandboxConfig())
     except sandbox.SandboxUnavailable as e:
         raise UserError(f"the tests reward cannot start the sandbox: {e}") from None
 
@@ -115,6 +119,15 @@ class _Reward:
 
     def results(self, problems: list[Problem], responses: list[str]) -> list[RewardResult]:
         raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop what the reward keeps running between calls (the tests reward's sandboxed workers)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     def __call__(self, prompts: Sequence, completions: Sequence, completion_ids=None, **kwargs) -> list[float | None]:
         if len(prompts) != len(completions):
@@ -174,6 +187,20 @@ class TestsReward(_Reward):
     def __init__(self, problems: dict[str, Problem] | None = None, sandbox_config=None, extraction: str = "syntax"):
         super().__init__(problems)
         self.sandbox_config, self.extraction = sandbox_config, extraction
+        self._verifier = None  # warm workers, started by the first call and kept across GRPO steps until `close`
+        self._lock = threading.Lock()
+
+    def verifier(self):
+        with self._lock:
+            if self._verifier is None:
+                self._verifier = start_sandbox(self.sandbox_config)
+            return self._verifier
+
+    def close(self) -> None:
+        with self._lock:
+            if self._verifier is not None:
+                self._verifier.close()
+                self._verifier = None
 
     def results(self, problems: list[Problem], responses: list[str]) -> list[RewardResult]:
         missing = sorted({p.id for p in problems if p.tests is None})
@@ -181,8 +208,8 @@ class TestsReward(_Reward):
             raise UserError(f"the tests reward needs tests, and problem {missing[0]!r} has none "
                             f"({len(missing)} such); use --reward hybrid to score those with the RM")
         codes = [extract_code(r, self.extraction) for r in responses]
-        verdicts = run_tests({p.id: p for p in problems}, [(p.id, c) for p, c in zip(problems, codes)],
-                             self.sandbox_config) if responses else []
+        verdicts = self.verifier().verify({p.id: p for p in problems}, [(p.id, c) for p, c in zip(problems, codes)]) \
+            if responses else []
         out = []
         for code, v in zip(codes, verdicts):
             reward = None if v.status is Status.SANDBOX_ERROR else (1.0 if v.passed else 0.0)
@@ -198,6 +225,9 @@ class HybridReward(_Reward):
     def __init__(self, rm: RMReward, tests: TestsReward, problems: dict[str, Problem] | None = None):
         super().__init__(problems)
         self.rm, self.tests = rm, tests
+
+    def close(self) -> None:
+        self.tests.close()
 
     def results(self, problems: list[Problem], responses: list[str]) -> list[RewardResult]:
         by_tests = [i for i, p in enumerate(problems) if p.tests is not None]

@@ -61,6 +61,7 @@ Threat model, honestly:
   machine as a whole: there are no cgroups, so `memory_mb` limits each process's
   address space (max_procs x memory_mb in the worst case) and CPU time is per
   process.
+How a worker starts (the command lines, what is mounted, the isolation probe) is `codescaler/launch.py`.
 Fallback when bwrap cannot run: `unshare` (user, PID, network, mount, IPC and
 UTS namespaces, a private /tmp and the same rlimits, but the host file system
 stays visible, read-only only through permissions of uid 65534). It prints one
@@ -69,31 +70,23 @@ warning and notes itself in every verdict's `detail`.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, fields
 from typing import Callable, Iterable, Iterator
 
-from codescaler import forker, harness, seccomp, testcode, tester, verdicts, wire
+from codescaler import forker, testcode, verdicts, wire
+from codescaler.launch import HARNESS_FILES, Launch, Sandbox, SandboxStartError, SandboxUnavailable, resolve_isolation
 from codescaler.records import Problem, Status, Verdict
 
+__all__ = ["HARNESS_FILES", "ISOLATIONS", "SandboxConfig", "SandboxStartError", "SandboxUnavailable", "Verifier",
+           "config_help", "import_header", "statement_prelude", "verify_batch", "verify_one"]
+
 ISOLATIONS = ("auto", "bwrap", "unshare")
-NOBODY = 65534
-SANDBOX_PATH = "/usr/bin:/bin"
-HARNESS_IN_SANDBOX = "/opt/codescaler/harness_main.py"  # runs harness.py; the modules they import sit next to it
-HARNESS_MAIN = os.path.join(os.path.dirname(harness.__file__), "harness_main.py")
-HARNESS_FILES = (HARNESS_MAIN, harness.__file__, wire.__file__, testcode.__file__, tester.__file__, seccomp.__file__,
-                 forker.__file__)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -122,6 +115,10 @@ class SandboxConfig:
     pin_workers: bool = field(default=True, metadata={
         "help": "pin each worker (its harness, tester and candidates) to a CPU of its own when there are as many workers "
                 "as CPUs this process may use (the default): a unit hands off between four processes, cheaper on one CPU"})
+    import_header: str = field(default="problem", metadata={
+        "help": "names bound in the candidate's module before its code runs: 'lcb' is LiveCodeBench's grader's "
+                "(from collections/heapq/math/typing/... import *, a recursion limit of 50000), 'none' nothing, "
+                "'problem' (default) each problem's own `import_header` key (prepare sets 'lcb' on LCB-graded data)"})
     syscall_filter: bool = field(default=True, metadata={
         "help": "refuse (seccomp) a candidate's signals and limit or scheduling changes aimed at the sandbox's own "
                 "processes; off only to test the checks behind it"})
@@ -150,6 +147,8 @@ class SandboxConfig:
         for p in self.extra_paths:
             if not os.path.isdir(p):
                 raise ValueError(f"extra_paths entry {p!r} is not a directory")
+        if self.import_header not in ("problem",) + forker.HEADERS:
+            raise ValueError(f"import_header={self.import_header!r}: use one of {('problem',) + forker.HEADERS}")
         if self.startup_s < 0:
             raise ValueError(f"startup_s={self.startup_s}: use startup_s >= 0")
 
@@ -159,225 +158,15 @@ def config_help() -> dict[str, str]:
     return {f.name: f.metadata.get("help", "") for f in fields(SandboxConfig)}
 
 
-class SandboxUnavailable(RuntimeError):
-    """A worker died or stopped answering."""
-
-
-class SandboxStartError(SandboxUnavailable):
-    """A worker could not be started at all (infrastructure)."""
-
-
-# ---------------------------------------------------------------- launching
-
-
-def _world_usable(path: str) -> bool:
-    """Whether uid 65534 can reach and read `path` (every parent directory searchable)."""
-    path = os.path.realpath(path)
-    try:
-        if not os.stat(path).st_mode & 0o004:
-            return False
-        parent = os.path.dirname(path)
-        while True:
-            if not os.stat(parent).st_mode & 0o001:
-                return False
-            if parent == "/":
-                return True
-            parent = os.path.dirname(parent)
-    except OSError:
-        return False
-
-
-def sandbox_python(config: SandboxConfig) -> str:
-    if config.python:
-        return config.python
-    base = os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
-    if os.geteuid() != 0 or _world_usable(base):
-        return base
-    return "/usr/bin/python3"
-
-
-def _system_binds(python: str) -> list[str]:
-    args = ["--ro-bind", "/usr", "/usr"]
-    for top in ("/bin", "/sbin", "/lib", "/lib64", "/lib32"):
-        if os.path.islink(top):
-            args += ["--symlink", os.readlink(top), top]
-        elif os.path.isdir(top):
-            args += ["--ro-bind", top, top]
-    real = os.path.realpath(python)
-    if not real.startswith("/usr/"):
-        prefix = os.path.dirname(os.path.dirname(real))
-        args += ["--ro-bind", prefix, prefix]
-    return args
-
-
-class _Launch:
-    """How to start one warm harness process in an isolation mode."""
-
-    def __init__(self, config: SandboxConfig, mode: str):
-        self.config, self.mode = config, mode
-        self.python = sandbox_python(config)
-        self.tmpdir = None
-        if mode == "unshare":
-            # this fallback sees the host file system: give uid 65534 a readable copy of the harness
-            # (not under /tmp: the sandbox mounts its own tmpfs there, which would hide it)
-            self.tmpdir = tempfile.mkdtemp(prefix="codescaler-harness-", dir="/var/tmp" if os.path.isdir("/var/tmp") else "/")
-            os.chmod(self.tmpdir, 0o755)
-            for path in HARNESS_FILES:
-                shutil.copy(path, os.path.join(self.tmpdir, os.path.basename(path)))
-                os.chmod(os.path.join(self.tmpdir, os.path.basename(path)), 0o644)
-
-    def start(self, control_fd: int, cpu: int | None = None) -> subprocess.Popen:
-        # -E -s -S -B: no environment, user site or site; not -I, so that the script's directory (the harness
-        # and wire.py alone) is sys.path[0] until the harness drops it
-        py = [self.python, "-E", "-s", "-S", "-B"]
-        # the harness refuses to run in this PID, user or mount namespace, or without a /tmp of its own
-        # (harness.confinement_problem)
-        host_ns = harness.host_namespaces()
-        pin = "" if cpu is None else str(cpu)  # the harness pins itself, and so all it forks, to this CPU
-        extra = [os.path.realpath(p) for p in self.config.extra_paths]
-        kw = dict(stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                  start_new_session=True, env={"PATH": SANDBOX_PATH})
-        if os.geteuid() == 0:  # never start a sandbox as root: everything below runs as nobody
-            kw.update(user=NOBODY, group=NOBODY, extra_groups=[])
-        if self.mode == "bwrap":
-            with contextlib.ExitStack() as stack:
-                sources = [stack.enter_context(open(path, "rb")) for path in HARNESS_FILES]
-                argv = ["bwrap", "--unshare-all", "--unshare-user", "--unshare-pid", "--unshare-net", "--die-with-parent",
-                        "--new-session", "--uid", str(NOBODY), "--gid", str(NOBODY), "--hostname", "sandbox",
-                        "--clearenv", "--setenv", "PATH", SANDBOX_PATH, *_system_binds(self.python)]
-                # extra paths appear under /opt/codescaler/extraN (a host path under /tmp would clash with the
-                # private /tmp that the harness empties after every run)
-                home = os.path.dirname(HARNESS_IN_SANDBOX)
-                inside = [f"{home}/extra{i}" for i in range(len(extra))]
-                for host, mount in zip(extra, inside):
-                    argv += ["--ro-bind", host, mount]
-                argv += ["--proc", "/proc", "--dev", "/dev", "--size", str(self.config.disk_mb << 20), "--tmpfs", "/tmp",
-                         "--dir", home]
-                for src in sources:  # harness.py and the stdlib-only modules it imports, read-only
-                    argv += ["--ro-bind-data", str(src.fileno()), os.path.join(home, os.path.basename(src.name))]
-                argv += ["--chdir", "/tmp", *py, HARNESS_IN_SANDBOX, str(control_fd), host_ns, pin, *inside]
-                return subprocess.Popen(argv, pass_fds=[control_fd] + [src.fileno() for src in sources], **kw)
-        if self.mode != "unshare":  # there is no unconfined mode: candidates never run outside a PID namespace
-            raise SandboxStartError(f"unknown isolation mode {self.mode!r}")
-        # root of the new user namespace (uid 65534 outside) mounts a private size-limited /tmp, then runs the harness
-        argv = ["unshare", "--user", "--map-root-user", "--net", "--pid", "--fork", "--kill-child", "--ipc", "--uts",
-                "--mount", "--mount-proc", "--propagation", "private", "/bin/sh", "-c",
-                'mount -t tmpfs -o size="$0"m,mode=1777 tmpfs /tmp && exec "$@"', str(self.config.disk_mb),
-                *py, os.path.join(self.tmpdir, os.path.basename(HARNESS_MAIN)), str(control_fd), host_ns, pin, *extra]
-        return subprocess.Popen(argv, pass_fds=[control_fd], cwd=self.tmpdir, **kw)
-
-    def close(self):
-        if self.tmpdir:
-            shutil.rmtree(self.tmpdir, ignore_errors=True)
-
-
-_probe_lock = threading.Lock()
-_probed: dict[tuple, str] = {}
-_warned: set[str] = set()
-
-
-def resolve_isolation(config: SandboxConfig) -> str:
-    """The isolation mode that really works here for `config` (tried once per process), warning once on fallback."""
-    key = (config.isolation, config.python, tuple(config.extra_paths))
-    with _probe_lock:
-        if key in _probed:
-            return _probed[key]
-        order = ["bwrap", "unshare"] if config.isolation == "auto" else [config.isolation]
-        errors = []
-        for mode in order:
-            launch = _Launch(config, mode)
-            try:
-                _Sandbox(launch).close()
-            except SandboxUnavailable as e:
-                errors.append(f"{mode}: {e}")
-                continue
-            finally:
-                launch.close()
-            if mode != "bwrap" and mode not in _warned:
-                _warned.add(mode)
-                print(f"codescaler: warning: bubblewrap cannot run here ({'; '.join(errors) or 'not requested'}); "
-                      f"isolation is WEAKER: using {mode!r}", file=sys.stderr)
-            _probed[key] = mode
-            return mode
-        raise SandboxUnavailable("no isolation mode works here: " + "; ".join(errors))
-
-
-class _Sandbox:
-    """One warm harness process and its control socket."""
-
-    def __init__(self, launch: _Launch, cpu: int | None = None):
-        parent, child = socket.socketpair()
-        try:
-            self.proc = launch.start(child.fileno(), cpu)
-        except OSError as e:
-            parent.close()
-            raise SandboxStartError(f"cannot start the sandbox: {e}") from None
-        finally:
-            child.close()
-        self.sock = parent
-        try:
-            self.hello = self._recv(15.0)
-        except SandboxUnavailable as e:
-            self.close()
-            raise SandboxStartError(str(e)) from None
-
-    def _recv(self, timeout: float) -> dict:
-        self.sock.settimeout(timeout)
-        try:
-            reply = wire.recv_frame_sock(self.sock, wire.MAX_FRAME)
-        except (OSError, ValueError) as e:
-            reply, why = None, f"failed ({type(e).__name__})"
-        else:
-            why = "closed"
-        if reply is None:
-            self.close()
-            raise SandboxUnavailable(f"sandbox {why}: {self.stderr_tail()}")
-        return reply
-
-    def stderr_tail(self) -> str:
-        if self.proc.poll() is None:
-            return "(still running)"
-        err = self.proc.stderr.read() if self.proc.stderr and not self.proc.stderr.closed else b""
-        return (err.decode("utf-8", "replace").strip().splitlines() or ["(no output)"])[-1][:300]
-
-    def request(self, job: dict, timeout: float) -> dict:
-        try:
-            self.sock.settimeout(30.0)
-            self.sock.sendall(wire.frame(job))
-        except OSError as e:
-            self.close()
-            raise SandboxUnavailable(f"sandbox is gone ({type(e).__name__})") from None
-        reply = self._recv(timeout)
-        if "harness_error" in reply:
-            self.close()
-            raise SandboxUnavailable(f"harness: {reply['harness_error']}")
-        return reply
-
-    def alive(self) -> bool:
-        return self.sock.fileno() >= 0 and self.proc.poll() is None
-
-    def close(self) -> None:
-        self.sock.close()
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)  # the session bwrap was started in, ours alone
-            except (ProcessLookupError, PermissionError):
-                self.proc.kill()
-        self.proc.wait()
-        if self.proc.stderr and self.proc.stderr.closed is False:
-            self.stderr_tail()
-            self.proc.stderr.close()
-
-
 # ---------------------------------------------------------------- workers
 
 
 class _Worker:
     """One warm sandbox, owned by one thread; replaced when it dies."""
 
-    def __init__(self, launch: _Launch, config: SandboxConfig, index: int = 0):
+    def __init__(self, launch: Launch, config: SandboxConfig, index: int = 0):
         self.launch, self.config = launch, config
-        self.box: _Sandbox | None = None
+        self.box: Sandbox | None = None
         cpus = sorted(os.sched_getaffinity(0))
         # only when the workers take every CPU we may use: with fewer, another Verifier or process pinned the same way
         # would share our CPUs while others idle, so the scheduler places them
@@ -390,15 +179,18 @@ class _Worker:
 
     def run(self, problem: Problem, code: str) -> Verdict:
         tests = problem.tests
+        header = import_header(problem, self.config)
         if self.box is None or not self.box.alive():
             self.reset()
-            self.box = _Sandbox(self.launch, self.cpu)
+            # started for the header of the problem it first runs (a worker's problems mostly share one), whose
+            # namespace its candidates then find made; another header costs its candidates the imports
+            self.box = Sandbox(self.launch, self.cpu, header)
         timeout = float(problem.time_limit_s or self.config.timeout_s)
         job = {"kind": tests["kind"], "code": code, "timeout": timeout,
                "memory_mb": int(problem.memory_mb or self.config.memory_mb),
                "output_limit": self.config.output_limit_bytes, "disk_mb": self.config.disk_mb,
                "max_procs": self.config.max_procs, "startup_s": self.config.startup_s,
-               "syscall_filter": self.config.syscall_filter}
+               "syscall_filter": self.config.syscall_filter, "header": header}
         if tests["kind"] == "stdio":
             job["inputs"] = [c["input"] for c in tests["cases"]]
         elif tests["kind"] == "call":
@@ -426,11 +218,21 @@ class _Worker:
 # ---------------------------------------------------------------- the API
 
 
-def _no_test_verdict(problem: Problem | None, code: str | None) -> Verdict | None:
+def import_header(problem: Problem, config: SandboxConfig) -> str:
+    """The import header a problem's candidates run under: the config's, else the problem's `import_header`."""
+    if config.import_header != "problem":
+        return config.import_header
+    return problem.extra.get("import_header") or "none"
+
+
+def _no_test_verdict(problem: Problem | None, code: str | None, config: SandboxConfig) -> Verdict | None:
     if code is None:
         return verdicts.make(Status.NO_CODE, 0, _cases_total(problem), 0.0, "no code extracted")
     if problem is None or not isinstance(problem.tests, dict) or problem.tests.get("kind") not in ("stdio", "call", "assert"):
         return verdicts.make(Status.SANDBOX_ERROR, 0, 0, 0.0, "the problem has no runnable tests")
+    if import_header(problem, config) not in forker.HEADERS:
+        return verdicts.make(Status.SANDBOX_ERROR, 0, _cases_total(problem), 0.0,
+                             f"the problem's import_header {import_header(problem, config)!r} is none of {forker.HEADERS}")
     return None
 
 
@@ -450,7 +252,7 @@ class Verifier:
     def __init__(self, config: SandboxConfig | None = None):
         self.config = config or SandboxConfig()
         self.isolation = resolve_isolation(self.config)
-        self._launch = _Launch(self.config, self.isolation)
+        self._launch = Launch(self.config, self.isolation)
         self._local = threading.local()
         self._workers: list[_Worker] = []
         self._lock = threading.Lock()
@@ -466,7 +268,7 @@ class Verifier:
         return w
 
     def _one(self, problem: Problem | None, code: str | None) -> Verdict:
-        early = _no_test_verdict(problem, code)
+        early = _no_test_verdict(problem, code, self.config)
         if early is not None:
             return early
         worker = self._worker()
@@ -562,6 +364,7 @@ def add_cli(p) -> None:
     p.add_argument("--memory-mb", type=int, default=1024, help=help_["memory_mb"] + " (default 1024)")
     p.add_argument("--isolation", choices=ISOLATIONS, default="auto", help=help_["isolation"])
     p.add_argument("--extra-paths", nargs="*", default=[], help=help_["extra_paths"])
+    p.add_argument("--import-header", choices=("problem",) + forker.HEADERS, default="problem", help=help_["import_header"])
     p.add_argument("--extraction", choices=MODES, default="syntax",
                    help="how code is taken from the response: syntax (SPEC rule, default) or reference (the paper's)")
 
@@ -577,7 +380,7 @@ def cli_main(args) -> int:
     try:
         config = SandboxConfig(**{k: v for k, v in dict(
             workers=args.workers, timeout_s=args.timeout, memory_mb=args.memory_mb, isolation=args.isolation,
-            extra_paths=tuple(args.extra_paths)).items()
+            extra_paths=tuple(args.extra_paths), import_header=args.import_header).items()
             if v is not None})
     except ValueError as e:
         raise UserError(str(e)) from None

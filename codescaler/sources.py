@@ -22,6 +22,9 @@ from codescaler.testcases import (Converted, TestFormatError, fn_name_from_start
 DEEPCODER_SPLITS = {"lcbv5": ("train", "test"), "primeintellect": ("train",), "taco": ("train",),
                     "codeforces": ("test",)}
 LCB_FILES = ["test.jsonl", "test2.jsonl", "test3.jsonl", "test4.jsonl", "test5.jsonl", "test6.jsonl"]
+# Problems whose reference grader is LiveCodeBench's (LCB itself, LiveBench's copy of it, DeepCoder's lcbv5 through
+# rllm's) run their candidates under its import header (`SandboxConfig.import_header`, the Problem's `import_header`).
+LCB_HEADER = {"import_header": "lcb"}
 
 
 @dataclass
@@ -88,7 +91,7 @@ def deepcoder_row(row: dict, index: int, ctx: Ctx) -> Problem:
     fn_name = (meta.get("func_name") if isinstance(meta, dict) else None) or fn_name_from_starter(starter)
     pid = f"deepcoder/{ctx.source}/{ctx.split}/{index}"
     conv = _convert(lambda: from_json_text(row.get("tests") or "", ctx.max_tests, fn_name))
-    return _problem(ctx, pid, row["problem"], conv, starter)
+    return _problem(ctx, pid, row["problem"], conv, starter, LCB_HEADER if ctx.source == "lcbv5" else None)
 
 
 def lcb_tests(public: str | None, private: str | None, fn_name: str | None, ctx: Ctx) -> Converted:
@@ -112,7 +115,7 @@ def lcb_row(row: dict, index: int, ctx: Ctx) -> Problem:
     starter = row.get("starter_code") or None
     fn_name = meta.get("func_name") or fn_name_from_starter(starter)
     conv = lcb_tests(row.get("public_test_cases"), row.get("private_test_cases"), fn_name, ctx)
-    extra = {k: row.get(k) for k in ("question_title", "platform", "contest_id", "difficulty")}
+    extra = {**LCB_HEADER, **{k: row.get(k) for k in ("question_title", "platform", "contest_id", "difficulty")}}
     extra["contest_date"] = str(row.get("contest_date") or "") or None  # datasets may parse it to a datetime
     return _problem(ctx, f"lcb/{row['question_id']}", row["question_content"], conv, starter, extra)
 
@@ -125,7 +128,8 @@ def livebench_row(row: dict, index: int, ctx: Ctx) -> Problem:
     fn_name = meta.get("func_name") or fn_name_from_starter(orig.get("starter_code"))
     statement = orig.get("question_content") or (row.get("turns") or [""])[0]
     conv = lcb_tests(row.get("public_test_cases"), row.get("private_test_cases"), fn_name, ctx)
-    extra = {"task": row.get("task"), "release_date": str(row.get("livebench_release_date") or row.get("release_date"))}
+    extra = {**LCB_HEADER, "task": row.get("task"),
+             "release_date": str(row.get("livebench_release_date") or row.get("release_date"))}
     if row.get("solution"):
         extra["canonical_solution"] = row["solution"]
     return _problem(ctx, f"livebench/{row['question_id']}", statement, conv, starter, extra)

@@ -151,3 +151,9 @@ def test_score_cpu_runs_every_way_on_smollm2(tmp_path):
     assert report["pairs"] == 4 and report["forward_tokens_shared"] < report["tokens"]  # a shared start
     assert all(way["tokens_per_s"] > 0 for way in report["ways"].values()) and len(report["ways"]) == 7
     assert report["max_abs_diff_fp32_vs_seed"] <= 1e-4
+
+
+def test_import_header_bench_runs_every_way(tmp_path):
+    report = run_bench("import_header.py", "--cases", "2", "--candidates", "2", "--rounds", "2", out=tmp_path / "ih.json")
+    assert set(report["ms_per_unit"]) == {"none", "lcb", "lcb_unpreloaded"}
+    assert all(len(v) == 2 and min(v) > 0 for v in report["ms_per_unit"].values())

@@ -138,6 +138,12 @@ def test_deepcoder_all_sources_convert_and_reference_solutions_pass(deepcoder_di
         assert passes(probs[pid], sol, tmp_path), pid
         assert not passes(probs[pid], sol.replace("a + b", "a - b").replace("target - x", "target + x"),
                           tmp_path), pid
+    # DeepCoder grades its lcbv5 problems with LiveCodeBench's harness, import header included (`import_header`)
+    assert {pid: p.get("import_header") for pid, p in probs.items() if p.get("import_header")} == {
+        "deepcoder/lcbv5/train/0": "lcb", "deepcoder/lcbv5/train/1": "lcb"}
+    leaning = TWO_SUM.replace("seen = {}", "seen = defaultdict(int)")  # defaultdict never imported
+    assert passes(probs["deepcoder/lcbv5/train/1"], leaning, tmp_path)
+    assert not passes({**probs["deepcoder/lcbv5/train/1"], "import_header": "none"}, leaning, tmp_path)
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["dropped"] == {"no usable tests: not valid JSON (Expecting ',' delimiter)": 1} or \
         list(report["dropped"])[0].startswith("no usable tests")
@@ -253,6 +259,7 @@ def test_lcb_release_window_and_both_test_types(tmp_path):
     assert probs["lcb/two-sum"]["tests"]["kind"] == "call" and len(probs["lcb/two-sum"]["tests"]["cases"]) == 3
     assert len(probs["lcb/abc300_b"]["tests"]["cases"]) == 3  # eval: public + private, uncapped
     assert passes(probs["lcb/two-sum"], TWO_SUM, tmp_path) and passes(probs["lcb/abc300_b"], ADD_STDIN, tmp_path)
+    assert all(p["import_header"] == "lcb" for p in probs.values())
     out1 = tmp_path / "v1.jsonl"
     prepare("--dataset", "lcb", "--path", root, "--release", "release_v1", "--end-date", "2023-12-31", "--output", out1)
     assert [p["id"] for p in read(out1)] == ["lcb/abc001_a"]
@@ -364,6 +371,7 @@ def test_codecontests_codeforces_kodcode_livebench(tmp_path):
     assert prepare("--dataset", "livebench", "--data-files", lb, "--output", out) == 0
     (p,) = read(out)
     assert p["tests"]["fn_name"] == "twoSum" and passes(p, p["canonical_solution"], tmp_path)
+    assert p["import_header"] == "lcb"
 
 
 def test_humaneval_offline_all_canonical_pass(tmp_path):

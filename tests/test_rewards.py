@@ -63,6 +63,19 @@ def test_tests_reward_refuses_problems_without_tests():
         TestsReward()(["p"], [DOUBLE], problem_id=["free"], tests=[""])
 
 
+def test_tests_reward_keeps_its_sandboxed_workers_warm_until_closed():
+    # one pool of workers for all of a run's calls (GRPO steps), not one started per call
+    problems = {"add": Problem(id="add", prompt=F.PROMPTS["add"], tests=F.ADD_TESTS)}
+    answers = [F.ANSWERS["add"][0], F.ANSWERS["add"][1]]
+    with TestsReward(problems) as reward:
+        assert reward(["add"] * 2, answers, problem_id=["add"] * 2) == [1.0, 0.0]
+        pool = reward.verifier()
+        harnesses = [w.box.proc for w in pool._workers if w.box is not None]
+        assert reward(["add"] * 2, answers, problem_id=["add"] * 2) == [1.0, 0.0]
+        assert reward.verifier() is pool and harnesses and all(p.poll() is None for p in harnesses)
+    assert reward._verifier is None and all(p.poll() is not None for p in harnesses)
+
+
 def test_trl_plugin_equals_codescaler_score(tmp_path, scorer, tiny_rm_dir):
     """RMReward, called as TRL calls it (conversational and plain), gives exactly `codescaler score`'s rewards."""
     from codescaler.cli import main

@@ -24,7 +24,7 @@ import uuid
 
 import pytest
 
-from codescaler import forker, harness, seccomp, wire
+from codescaler import forker, harness, launch, seccomp, wire
 from codescaler.records import Problem, Status
 from codescaler.sandbox import HARNESS_FILES, SandboxConfig, Verifier, verify_batch, verify_one
 from codescaler.verdicts import plain_equal, stdio_matches
@@ -323,6 +323,33 @@ def test_annotations_are_never_evaluated(verifier, problem, code):
     assert run(verifier, problem, code).passed
     broken = code.replace("return a + b", "return Number(a + b)").replace("return [x, x + 1]", "return List()")
     assert run(verifier, problem, broken).status is Status.RUNTIME_ERROR
+
+
+LCB_CALL = ("class Solution:\n    def pair(self, x: int) -> List[int]:\n        seen = defaultdict(int)\n"
+            "        heap = [x + 1, x]\n        heapify(heap)\n        return [heappop(heap), heapq.heappop(heap)]\n")
+LCB_STDIO = ("def depth(n):\n    return 0 if n == 0 else 1 + depth(n - 1)\n"
+             "a, b = map(int, stdin.readline().split())\nprint(depth(20000) - 20000 + a + b)\n")
+
+
+@pytest.mark.parametrize("problem,code", [(PAIR_CALL, LCB_CALL), (ADD_STDIO, LCB_STDIO)])
+def test_the_lcb_import_header_is_the_problems_own(verifier, problem, code):
+    # LiveCodeBench's grader puts `from collections import *`, `from heapq import *`, `from sys import *`, ...
+    # and a recursion limit of 50000 before every solution: under a problem's `import_header: lcb` a solution that
+    # leans on them passes; without it, the same code fails on its first unimported name (or the recursion limit)
+    lcb = Problem(id=problem.id + "_lcb", prompt="", tests=problem.tests, extra={"import_header": "lcb"})
+    assert run(verifier, lcb, code).passed
+    v = run(verifier, problem, code)
+    assert v.status is Status.RUNTIME_ERROR and ("NameError" in v.detail or "Recursion" in v.detail), v
+
+
+def test_the_import_header_of_the_config_wins_and_unknown_ones_are_refused():
+    config = SandboxConfig(workers=1, import_header="lcb", memory_mb=256)
+    assert verify_one(PAIR_CALL, LCB_CALL, config).passed
+    odd = Problem(id="odd", prompt="", tests=PAIR_CALL.tests, extra={"import_header": "apps"})
+    v = verify_one(odd, LCB_CALL, SandboxConfig(workers=1, memory_mb=256))
+    assert v.status is Status.SANDBOX_ERROR and "'apps'" in v.detail
+    with pytest.raises(ValueError, match="import_header='apps'"):
+        SandboxConfig(import_header="apps")
 
 
 def test_tests_that_pass_functions_are_infrastructure_errors(verifier):
@@ -796,7 +823,7 @@ def test_the_test_never_touches_candidate_objects(verifier):
 
 
 def test_harness_refuses_to_run_unconfined(tmp_path):
-    assert harness.confinement_problem(harness.host_namespaces()) != ""
+    assert harness.confinement_problem(launch.host_namespaces()) != ""
     with pytest.raises(RuntimeError):
         harness.sweep({os.getpid()})
     with pytest.raises(RuntimeError):
@@ -808,7 +835,7 @@ def test_harness_refuses_to_run_unconfined(tmp_path):
         (tmp_path / os.path.basename(path)).write_bytes(open(path, "rb").read())
     a, b = socket.socketpair()
     proc = subprocess.run([sys.executable, "-E", "-s", "-S", str(tmp_path / "harness_main.py"), str(b.fileno()),
-                           harness.host_namespaces()], pass_fds=[b.fileno()], capture_output=True, timeout=30)
+                           launch.host_namespaces()], pass_fds=[b.fileno()], capture_output=True, timeout=30)
     a.close(), b.close()
     assert proc.returncode == 3 and b"refusing" in proc.stderr, proc.stderr
 
@@ -817,7 +844,7 @@ def test_harness_refuses_to_run_unconfined(tmp_path):
 def test_harness_needs_private_namespaces_and_a_tmp_of_its_own():
     # private PID, user and mount namespaces are not enough while /tmp is the machine's: the harness empties it
     probe = (f"import sys; sys.path.insert(0, {os.path.dirname(os.path.dirname(harness.__file__))!r}); "
-             f"from codescaler import harness; print(repr(harness.confinement_problem({harness.host_namespaces()!r})))")
+             f"from codescaler import harness; print(repr(harness.confinement_problem({launch.host_namespaces()!r})))")
     namespaces = ["unshare", "--user", "--map-root-user", "--pid", "--fork", "--mount", "--mount-proc"]
     shared_tmp = subprocess.run(namespaces + [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     own_tmp = subprocess.run(namespaces + ["sh", "-c", 'mount -t tmpfs tmpfs /tmp && exec "$@"', "sh", sys.executable,
@@ -877,6 +904,13 @@ def test_cli_verify_appends_resumes_and_handles_empty_input(tmp_path):
     bad.write_text('{"problem_id": "nope", "response": "x"}\n')
     assert main(["verify", "--problems", str(problems), "--responses", str(bad), "--output", str(tmp_path / "b.jsonl")]) == 2
     assert main(args[:-2] + ["--workers", "0"]) == 2
+    leaning = tmp_path / "leaning.jsonl"  # reduce and operator are LiveCodeBench's header's, never imported here
+    answer = "```python\ndef add(a, b):\n    return reduce(operator.add, [a, b])\n```"
+    leaning.write_text(json.dumps({"problem_id": "add_call", "response": answer}) + "\n")
+    for header, status in [("lcb", "passed"), ("problem", "runtime_error")]:
+        assert main(["verify", "--problems", str(problems), "--responses", str(leaning), "--output",
+                     str(tmp_path / f"{header}.jsonl"), "--workers", "1", "--import-header", header]) == 0
+        assert json.loads((tmp_path / f"{header}.jsonl").read_text())["verdict"]["status"] == status
 
 
 def test_unshare_fallback_runs_honest_code_and_says_it_is_weaker(capfd):
