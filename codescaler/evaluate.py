@@ -24,10 +24,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from codescaler.forker import HEADERS
 from codescaler.records import Problem, Status, UserError, Verdict
-
-IMPORT_HEADERS = ("problem",) + HEADERS  # SandboxConfig.import_header's values
+from codescaler.sandbox import IMPORT_HEADERS, SandboxConfig, SandboxUnavailable, Verifier, config_help
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -128,9 +126,7 @@ class EvalConfig:
     workers: int = field(default=2, metadata={"help": "parallel verification workers"})
     timeout: float = field(default=10.0, metadata={"help": "seconds per test run"})
     memory_mb: int = field(default=1024, metadata={"help": "memory cap per test run (sandbox)"})
-    import_header: str = field(default="problem", metadata={
-        "help": "names bound before each candidate runs (SandboxConfig.import_header): problem (each problem's own "
-                "key; prepare sets lcb on LiveCodeBench-graded data), none, or lcb for every problem"})
+    import_header: str = field(default="problem", metadata={"help": config_help()["import_header"]})
 
     def __post_init__(self):
         if not self.ks or any(k < 1 for k in self.ks):
@@ -148,7 +144,6 @@ def verify_rows(problems: dict[str, Problem], rows: list[dict], config: EvalConf
     all rows (`codescaler.sandbox.Verifier`: bwrap, uid 65534, unforgeable verdicts)."""
     from codescaler.cli import progress
     from codescaler.extract import extract_code
-    from codescaler.sandbox import SandboxConfig, SandboxUnavailable, Verifier
 
     todo = [d for d in rows if not isinstance(d.get("verdict"), dict)]
     if not todo:
@@ -189,7 +184,7 @@ def add_cli(p) -> None:
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per test run")
     p.add_argument("--memory-mb", type=int, default=1024, help="memory cap per test run")
     p.add_argument("--import-header", choices=IMPORT_HEADERS, default="problem",
-                   help=EvalConfig.__dataclass_fields__["import_header"].metadata["help"])
+                   help=config_help()["import_header"])
     p.add_argument("--extraction", choices=("syntax", "reference"), default="syntax",
                    help="how code is extracted from responses before running it")
     add_generation_args(p, model_required=False)

@@ -197,20 +197,20 @@ def header_namespace(header: str) -> tuple[dict, tuple]:
     """(the names header `header` binds and their values, the names among them whose value is sys's: read again in
     each candidate, whose sys.argv is its own). `from M import *` binds M's `__all__`, else each name of M not
     starting with an underscore."""
+    if header != "lcb":
+        raise ValueError(f"unknown import header {header!r}")
     names: dict = {}
     from_sys: set = set()
-    if header == "lcb":
-        for name in LCB_STAR:
-            module = __import__(name)
-            public = getattr(module, "__all__", None)
-            if public is None:
-                public = [n for n in vars(module) if not n.startswith("_")]
-            bound = {n: getattr(module, n) for n in public if hasattr(module, n)}
-            names.update(bound)
-            from_sys = from_sys | bound.keys() if module is sys else from_sys - bound.keys()
-        names.update({name: sys.modules[name] for name in LCB_IMPORT})
-        from_sys -= set(LCB_IMPORT)
-    return names, tuple(sorted(from_sys))
+    for name in LCB_STAR:
+        module = __import__(name)
+        public = getattr(module, "__all__", None)
+        if public is None:
+            public = [n for n in vars(module) if not n.startswith("_")]
+        bound = {n: getattr(module, n) for n in public if hasattr(module, n)}
+        names.update(bound)
+        from_sys = from_sys | bound.keys() if module is sys else from_sys - bound.keys()
+    names.update({name: sys.modules[name] for name in LCB_IMPORT})
+    return names, tuple(sorted(from_sys - set(LCB_IMPORT)))
 
 
 def preload_header(header: str) -> None:

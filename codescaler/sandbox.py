@@ -83,10 +83,11 @@ from codescaler import forker, testcode, verdicts, wire
 from codescaler.launch import HARNESS_FILES, Launch, Sandbox, SandboxStartError, SandboxUnavailable, resolve_isolation
 from codescaler.records import Problem, Status, Verdict
 
-__all__ = ["HARNESS_FILES", "ISOLATIONS", "SandboxConfig", "SandboxStartError", "SandboxUnavailable", "Verifier",
+__all__ = ["HARNESS_FILES", "IMPORT_HEADERS", "ISOLATIONS", "SandboxConfig", "SandboxStartError", "SandboxUnavailable", "Verifier",
            "config_help", "import_header", "statement_prelude", "verify_batch", "verify_one"]
 
 ISOLATIONS = ("auto", "bwrap", "unshare")
+IMPORT_HEADERS = ("problem",) + forker.HEADERS  # "problem": each problem's own `import_header`
 
 
 @functools.lru_cache(maxsize=1024)
@@ -147,8 +148,8 @@ class SandboxConfig:
         for p in self.extra_paths:
             if not os.path.isdir(p):
                 raise ValueError(f"extra_paths entry {p!r} is not a directory")
-        if self.import_header not in ("problem",) + forker.HEADERS:
-            raise ValueError(f"import_header={self.import_header!r}: use one of {('problem',) + forker.HEADERS}")
+        if self.import_header not in IMPORT_HEADERS:
+            raise ValueError(f"import_header={self.import_header!r}: use one of {IMPORT_HEADERS}")
         if self.startup_s < 0:
             raise ValueError(f"startup_s={self.startup_s}: use startup_s >= 0")
 
@@ -246,7 +247,9 @@ def _cases_total(problem: Problem | None) -> int:
 class Verifier:
     """A pool of warm sandboxed workers; reuse one across batches (GRPO rewards, best-of-N, eval).
 
-    Thread-safe for one `verify` call at a time. Close it (or use `with`) to stop the sandboxes.
+    Threads may call `verify` and `imap` at the same time (verl's async reward runs one call per rollout in threads):
+    their candidates share the pool, each worker running one at a time. Close it (or use `with`) to stop the
+    sandboxes, once no call is running.
     """
 
     def __init__(self, config: SandboxConfig | None = None):
@@ -364,7 +367,7 @@ def add_cli(p) -> None:
     p.add_argument("--memory-mb", type=int, default=1024, help=help_["memory_mb"] + " (default 1024)")
     p.add_argument("--isolation", choices=ISOLATIONS, default="auto", help=help_["isolation"])
     p.add_argument("--extra-paths", nargs="*", default=[], help=help_["extra_paths"])
-    p.add_argument("--import-header", choices=("problem",) + forker.HEADERS, default="problem", help=help_["import_header"])
+    p.add_argument("--import-header", choices=IMPORT_HEADERS, default="problem", help=help_["import_header"])
     p.add_argument("--extraction", choices=MODES, default="syntax",
                    help="how code is taken from the response: syntax (SPEC rule, default) or reference (the paper's)")
 

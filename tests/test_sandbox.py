@@ -352,6 +352,17 @@ def test_the_import_header_of_the_config_wins_and_unknown_ones_are_refused():
         SandboxConfig(import_header="apps")
 
 
+def test_threads_share_one_verifier(verifier):
+    # the tests reward keeps one pool, and verl's async reward calls it from many threads at once
+    from concurrent.futures import ThreadPoolExecutor
+
+    good, bad = "def add(a, b):\n    return a + b\n", "def add(a, b):\n    return a - b\n"
+    calls = [[("add_call", good if (i + j) % 3 else bad) for j in range(4)] for i in range(12)]
+    with ThreadPoolExecutor(6) as threads:
+        got = list(threads.map(lambda items: [v.passed for v in verifier.verify(PROBLEMS, items)], calls))
+    assert got == [[code == good for _, code in items] for items in calls]
+
+
 def test_tests_that_pass_functions_are_infrastructure_errors(verifier):
     p = Problem(id="apply", prompt="", tests={"kind": "assert", "entry_point": "apply", "code": (
         "def check(candidate):\n    assert candidate(lambda x: x + 1, 1) == 2\n")})
