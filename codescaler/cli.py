@@ -97,13 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"codescaler: error: unknown verb {verb!r}\n\n{_top_help()}", file=sys.stderr)
         return 2
     module_name, help_text = VERBS[verb]
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        if e.name != module_name:
-            raise
-        print(f"codescaler {verb}: not built in this version", file=sys.stderr)
-        return 2
+    module = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(prog=f"codescaler {verb}", description=help_text + ".\n\n" + (module.__doc__ or ""),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     module.add_cli(parser)
