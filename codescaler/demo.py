@@ -343,7 +343,7 @@ def write_report(config: DemoConfig, stages: list[dict], verified: dict) -> str:
 
 def add_cli(p) -> None:
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="tiny sizes, about 3 minutes (CI)")
+    size.add_argument("--quick", action="store_true", help="tiny sizes, about 70 s on 2 CPU cores (CI)")
     size.add_argument("--full", action="store_true", help="the whole HumanEval split and longer training: for a GPU")
     p.add_argument("--run-dir", default=None, help="run directory (default runs/demo, runs/demo-quick, runs/demo-full)")
     p.add_argument("--no-install", action="store_true", help="do not install the trained RM as the default --model")
