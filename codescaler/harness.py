@@ -516,6 +516,11 @@ def watch(job, start, spawner, cand, tester, out_r, err_r, res_r) -> dict:
                         deadline = time.monotonic() + per_case
         if done and not ready:
             break
+    report = results[0] if tester and results and isinstance(results[0], dict) else {}
+    if cand_fate is None and str(report.get("error", "")).startswith("CandidateExited"):
+        # its process ended (a memory limit, say) and closed the link before it could be reaped: wait for its status
+        if select.select([cand[1]], [], [], max(0.0, min(1.0, deadline - time.monotonic())))[0]:
+            cand_fate = exit_fate(spawner.status())
     if not fate:
         fate = {"fate": "exit", "code": 0, "report": results[0]} if tester and results else \
             exit_fate(os.waitpid(main_pid, 0)[1] if tester else spawner.status())

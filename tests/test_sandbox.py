@@ -461,6 +461,17 @@ def test_memory_hog(verifier, sentinel):
     assert v.status is Status.MEMORY_LIMIT, v
 
 
+@pytest.mark.parametrize("body", ["x = bytearray(2 << 30)", "n, xs = 7, []\n    while True:\n        n = n * 3 + 1\n"
+                                  "        xs.append(n)"])
+def test_a_memory_hog_called_by_an_assert_test_is_a_memory_limit(verifier, body):
+    # the tester sees the link close (CandidateExited) before the harness can reap the candidate's process: the
+    # verdict waits for its exit status (a memory limit) instead of calling it a runtime error; it raced, and half
+    # of such runs had said runtime_error
+    code = f"def add(a, b):\n    {body}\n    return a + b\n"
+    got = verifier.verify(PROBLEMS, [("add_assert", code)] * 6)
+    assert [v.status for v in got] == [Status.MEMORY_LIMIT] * 6, got
+
+
 def test_disk_fill(verifier, sentinel):
     code = "with open('/tmp/fill', 'wb') as f:\n    while True:\n        f.write(b'x' * (1 << 20))"
     v = run(verifier, ADD_STDIO, code)
