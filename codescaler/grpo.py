@@ -130,6 +130,7 @@ def policy_dataset(problems: list[Problem], conversational: bool):
         "problem_id": [p.id for p in problems],
         "problem_prompt": [p.prompt for p in problems],  # what the RM sees as the problem
         "tests": [json.dumps(p.tests) if p.tests is not None else "" for p in problems],  # JSON text: one Arrow type
+        "import_header": [p.extra.get("import_header") or "none" for p in problems],  # the sandbox's, for tests
     })
 
 

@@ -17,7 +17,8 @@ Each reward is a plain callable `reward(prompts, completions, completion_ids=Non
 Completions may be plain strings or conversations (the last assistant turn is the response).
 The RM sees the problem's own prompt text: the `problem_prompt` dataset column when present (TRL
 passes dataset columns as keyword arguments), else the prompt's last user turn. Tests come from the
-`tests` column (a dict or its JSON text, null for none) or from a `problems` dict by `problem_id`.
+`tests` column (a dict or its JSON text, null for none) and the sandbox's import header from the
+`import_header` column (SandboxConfig.import_header), or both from a `problems` dict by `problem_id`.
 When TRL passes `log_metric`, each call logs `valid_code_rate` (and for tests `pass_rate`,
 `sandbox_errors`; for hybrid `tests_fraction`).
 """
@@ -70,6 +71,7 @@ def problems_for(prompts: Sequence, kwargs: dict, problems: dict[str, Problem] |
     ids = kwargs.get("problem_id") or [None] * n
     texts = kwargs.get("problem_prompt") or [None] * n
     tests = kwargs.get("tests")
+    headers = kwargs.get("import_header") or [None] * n
     out = []
     for i in range(n):
         pid = ids[i]
@@ -78,7 +80,8 @@ def problems_for(prompts: Sequence, kwargs: dict, problems: dict[str, Problem] |
             continue
         out.append(Problem(id=str(pid if pid is not None else f"row-{i}"),
                            prompt=texts[i] if texts[i] is not None else text_of(prompts[i], "user"),
-                           tests=parse_tests(tests[i]) if tests is not None else None))
+                           tests=parse_tests(tests[i]) if tests is not None else None,
+                           extra={"import_header": headers[i]} if headers[i] else {}))
     return out
 
 

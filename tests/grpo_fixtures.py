@@ -17,6 +17,7 @@ ADD_TESTS = {"kind": "call", "fn_name": "add", "cases": [{"args": [1, 2], "expec
 SUB_TESTS = {"kind": "call", "fn_name": "sub", "cases": [{"args": [5, 2], "expected": 3}, {"args": [0, 4], "expected": -4}]}
 PROMPTS = {"add": "Write a Python function add(a, b) that returns a + b.",
            "sub": "Write a Python function sub(a, b) that returns a - b."}
+LEANING = "```python\ndef add(a, b):\n    return reduce(operator.add, [a, b])\n```"  # names of LCB's import header
 ANSWERS = {  # problem: (correct, wrong, no code)
     "add": ("```python\ndef add(a, b):\n    return a + b\n```", "```python\ndef add(a, b):\n    return a - b\n```",
             "I am not sure."),

@@ -54,6 +54,20 @@ def test_reference_recipe_maps_onto_grpoconfig(tmp_path):
     assert args.generation_batch_size == 1024 and args.use_cpu
 
 
+def test_the_policy_dataset_carries_what_the_rewards_read():
+    # each column reaches the reward functions as a keyword argument (rewards.problems_for reads them back)
+    from codescaler.grpo import policy_dataset
+    from codescaler.records import Problem
+    from codescaler.rewards import problems_for
+
+    problems = [Problem(id="lcb/1", prompt="p1", tests=F.ADD_TESTS, extra={"import_header": "lcb"}),
+                Problem(id="free", prompt="p2", tests=None)]
+    ds = policy_dataset(problems, conversational=True)
+    back = problems_for(ds["prompt"], {k: ds[k] for k in ds.column_names if k != "prompt"})
+    assert [(b.id, b.prompt, b.tests, b.extra.get("import_header")) for b in back] == [
+        ("lcb/1", "p1", F.ADD_TESTS, "lcb"), ("free", "p2", None, "none")]
+
+
 def test_config_errors_say_what_works(tmp_path):
     with pytest.raises(ValueError, match="epsilon_high >= epsilon"):
         PolicyConfig(problems="p", policy="m", output_dir="o", epsilon=0.3, epsilon_high=0.2)

@@ -76,6 +76,14 @@ def test_tests_reward_keeps_its_sandboxed_workers_warm_until_closed():
     assert reward._verifier is None and all(p.poll() is not None for p in harnesses)
 
 
+def test_tests_reward_takes_the_import_header_column():
+    # a dataset built by train-policy carries each problem's import_header (LCB-graded data: "lcb")
+    with TestsReward() as reward:
+        got = [reward(["p"], [F.LEANING], problem_id=["add"], tests=[json.dumps(F.ADD_TESTS)], import_header=[h])
+               for h in ("lcb", "none")]
+    assert got == [[1.0], [0.0]]
+
+
 def test_trl_plugin_equals_codescaler_score(tmp_path, scorer, tiny_rm_dir):
     """RMReward, called as TRL calls it (conversational and plain), gives exactly `codescaler score`'s rewards."""
     from codescaler.cli import main

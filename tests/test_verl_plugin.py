@@ -68,6 +68,30 @@ def test_rm_reward_ignores_ground_truth_format(opts, expected):
     assert got["score"] == pytest.approx(expected[2], rel=1e-5)
 
 
+def test_the_tests_reward_takes_the_import_header_from_extra_info():
+    lcb = {**_extra(F.PROMPTS["add"], 0), "import_header": "lcb"}
+    assert compute_score("codescaler", F.LEANING, json.dumps(F.ADD_TESTS), lcb, reward="tests")["score"] == 1.0
+    assert compute_score("codescaler", F.LEANING, json.dumps(F.ADD_TESTS), _extra(F.PROMPTS["add"], 0),
+                         reward="tests")["score"] == 0.0
+
+
+def test_prepare_data_rows_carry_what_the_plugin_reads():
+    import importlib.util
+
+    from codescaler.integrations.verl import problem_of
+    from codescaler.records import Problem
+
+    spec = importlib.util.spec_from_file_location("prepare_data", os.path.join(REPO, "examples", "verl", "prepare_data.py"))
+    prepare_data = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(prepare_data)
+    problems = [Problem(id="lcb/1", prompt="p1", tests=F.ADD_TESTS, extra={"import_header": "lcb"}),
+                Problem(id="free", prompt="p2", tests=None)]
+    back = [problem_of(r["reward_model"]["ground_truth"], r["extra_info"], i)
+            for i, r in enumerate(prepare_data.verl_rows(problems))]
+    assert [(b.id, b.prompt, b.tests, b.extra.get("import_header")) for b in back] == [
+        ("lcb/1", "p1", F.ADD_TESTS, "lcb"), ("free", "p2", None, "none")]
+
+
 def test_bad_options_and_rows_fail_clearly(opts):
     with pytest.raises(TypeError, match="unknown reward_kwargs.*max_lenght"):
         compute_score("codescaler", "x", "", _extra(FREE, 0), max_lenght=10, **opts)

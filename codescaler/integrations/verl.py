@@ -17,8 +17,9 @@ Each returns {"score": reward, "valid_code": 0/1, "from_tests": 0/1}; verl uses 
 The reward is codescaler.rewards' (the shared RewardScorer, the sandbox), so it equals `codescaler score`.
 
 Dataset convention (examples/verl/prepare_data.py writes it): `extra_info.problem_prompt` is the problem
-text the RM sees (verl passes no prompt to reward functions; `question` or `prompt` also work), and
-`reward_model.ground_truth` is the problem's `tests` as JSON text, or "" for none.
+text the RM sees (verl passes no prompt to reward functions; `question` or `prompt` also work),
+`reward_model.ground_truth` is the problem's `tests` as JSON text, or "" for none, and the optional
+`extra_info.import_header` is the sandbox's import header for the tests ("lcb" on LiveCodeBench-graded data).
 
 options (all optional): reward ("rm" default as in the reference recipe, "tests", "hybrid"), model, reward_url,
 max_length (4096), device ("auto"), dtype ("auto"), extraction ("syntax"), shaping ("softplus"), timeout (600 s).
@@ -71,7 +72,9 @@ def problem_of(ground_truth: Any, extra_info: dict | None, row: int, with_tests:
         raise ValueError("codescaler verl plug-in: extra_info has no problem_prompt (the problem text the RM sees); "
                          "write the data with examples/verl/prepare_data.py or add extra_info.problem_prompt")
     pid = info.get("problem_id", info.get("index", f"row-{row}"))
-    return Problem(id=str(pid), prompt=prompt, tests=parse_tests(ground_truth) if with_tests else None)
+    header = info.get("import_header")  # the sandbox's import header for the tests (SandboxConfig.import_header)
+    return Problem(id=str(pid), prompt=prompt, tests=parse_tests(ground_truth) if with_tests else None,
+                   extra={"import_header": header} if header else {})
 
 
 def _verl_result(r: RewardResult) -> dict:

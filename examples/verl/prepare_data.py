@@ -4,7 +4,7 @@
 
 Columns: data_source ("codescaler"), prompt (a one-turn chat of the problem prompt), ability ("code"),
 reward_model {style, ground_truth: the problem's tests as JSON text, "" for none}, extra_info
-{problem_id, problem_prompt (what the RM sees), index}.
+{problem_id, problem_prompt (what the RM sees), index, import_header (the sandbox's, for tests rewards)}.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ def verl_rows(problems) -> list[dict]:
         "ability": "code",
         "reward_model": {"style": "model" if p.tests is None else "rule",
                          "ground_truth": json.dumps(p.tests) if p.tests is not None else ""},
-        "extra_info": {"problem_id": p.id, "problem_prompt": p.prompt, "index": i},
+        "extra_info": {"problem_id": p.id, "problem_prompt": p.prompt, "index": i,
+                       "import_header": p.extra.get("import_header") or "none"},
     } for i, p in enumerate(problems)]
 
 
