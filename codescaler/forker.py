@@ -44,6 +44,16 @@ EXIT_SETUP = 203  # the wrapper itself failed before the candidate ran
 _exit = os._exit
 
 
+def exit_fate(status: int) -> dict:
+    """A candidate's (or tester's) fate from its wait status: our memory exit code and SIGXCPU are limits."""
+    code = os.waitstatus_to_exitcode(status)
+    if code == EXIT_MEMORY:
+        return {"fate": "memory_limit", "code": code}
+    if code == -signal.SIGXCPU:
+        return {"fate": "timeout", "code": code}
+    return {"fate": "exit", "code": code}
+
+
 INT = struct.Struct("=i")  # a pid, fd or wait status on the forker's socket
 MAX_FDS = 10  # fds of one request: the candidate's job, stdin, stdout, stderr, two results or link fds, ready
 

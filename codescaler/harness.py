@@ -453,15 +453,6 @@ def run_unit(job: dict, code, stdin_data: str | None, prelude=None) -> dict:
     return fate
 
 
-def exit_fate(status: int) -> dict:
-    code = os.waitstatus_to_exitcode(status)
-    if code == forker.EXIT_MEMORY:
-        return {"fate": "memory_limit", "code": code}
-    if code == -signal.SIGXCPU:
-        return {"fate": "timeout", "code": code}
-    return {"fate": "exit", "code": code}
-
-
 def watch(job, start, spawner, cand, tester, out_r, err_r, res_r) -> dict:
     """Drain the unit's pipes until the main process ends or a limit hits.
 
@@ -493,7 +484,7 @@ def watch(job, start, spawner, cand, tester, out_r, err_r, res_r) -> dict:
             if fd == main_fd:
                 done = True
             elif tester and fd == cand[1]:
-                cand_fate = exit_fate(spawner.status())
+                cand_fate = forker.exit_fate(spawner.status())
             else:
                 chunk = os.read(fd, 1 << 16)
                 if not chunk:
@@ -520,10 +511,10 @@ def watch(job, start, spawner, cand, tester, out_r, err_r, res_r) -> dict:
     if cand_fate is None and str(report.get("error", "")).startswith("CandidateExited"):
         # its process ended (a memory limit, say) and closed the link before it could be reaped: wait for its status
         if select.select([cand[1]], [], [], max(0.0, min(1.0, deadline - time.monotonic())))[0]:
-            cand_fate = exit_fate(spawner.status())
+            cand_fate = forker.exit_fate(spawner.status())
     if not fate:
         fate = {"fate": "exit", "code": 0, "report": results[0]} if tester and results else \
-            exit_fate(os.waitpid(main_pid, 0)[1] if tester else spawner.status())
+            forker.exit_fate(os.waitpid(main_pid, 0)[1] if tester else spawner.status())
     if cand_fate is not None:
         fate["candidate"] = cand_fate
     fate["stdout"] = out.decode("utf-8", "replace") if job["kind"] == "stdio" else ""
