@@ -206,8 +206,9 @@ def check_varlen(device, report):
 def attention_kernels(device, seqs, args, report):
     """The packed attention alone, one layer of the 8B shape (32 query and 8 KV heads of 128) over the first
     packed batch of the workload: the flash varlen kernel the scorer uses against cuDNN's varlen attention
-    (KV heads repeated, and native grouped heads), and padded groups through cuDNN's and flash's dense
-    kernels (dense_kernels), each checked against per-input SDPA in fp32.
+    (KV heads repeated, and native grouped heads), padded groups through cuDNN's and flash's dense
+    kernels (dense_kernels) and FlexAttention with a document-causal block mask (flex_kernel), each checked against
+    per-input SDPA in fp32 (`--attention-kernels` picks some).
     On an H100 (torch 2.11, cuDNN 9.19) cuDNN varlen took 54-59 ms a layer against flash's 1.86 ms."""
     from codescaler.packing import packed_inputs, plan_packed, varlen_attention
 
@@ -232,8 +233,17 @@ def attention_kernels(device, seqs, args, report):
                            codescaler_cu_seqlens=cu)[0][0]
     attn_width = 32 * 128
     flops = sum(2 * n * n * attn_width for n in lens)  # causal QK^T and AV, as build() counts them
-    kernels.update(dense_kernels(q, k, v, lens, scale))
+    wanted = set(args.attention_kernels.split(",")) if args.attention_kernels != "all" else None
+    if wanted is None or wanted & {"cudnn_dense_groups_of_8", "flash_dense_groups_of_8"}:
+        kernels.update(dense_kernels(q, k, v, lens, scale))
+    if wanted is None or "flex_document" in wanted:
+        try:
+            kernels["flex_document"], rows["flex_block_mask_ms"] = flex_kernel(q, k, v, lens, scale)
+        except Exception as e:  # a torch without FlexAttention, or one that cannot compile it here
+            rows["flex_document"] = {"error": f"{type(e).__name__}: {e}"[:500]}
     for name, fn in kernels.items():
+        if wanted is not None and name not in wanted:
+            continue
         try:
             out = fn()
             err = float((out.float() - ref).abs().max())
@@ -248,6 +258,33 @@ def attention_kernels(device, seqs, args, report):
             rows[name] = {"error": f"{type(e).__name__}: {e}"[:500]}
         print(f"attention {name}: {rows[name]}", flush=True)
     rows["batch"] = {"inputs": len(lens), "tokens": sum(lens)}
+
+
+def flex_kernel(q, k, v, lens, scale):
+    """Experiment: FlexAttention (torch.compile'd: Triton kernels on CUDA) over the packed batch [T, H, D], causal
+    within each input through a block mask, KV heads grouped natively. (fn, the block mask's build time in ms): the
+    mask is built once per batch and would serve every layer of a model."""
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    doc = torch.repeat_interleave(torch.arange(len(lens), device=q.device), torch.tensor(lens, device=q.device))
+
+    def causal_within_input(b, h, qi, ki):
+        return (doc[qi] == doc[ki]) & (ki <= qi)
+
+    n = q.shape[0]
+    for _ in range(2):  # the second build is timed (the first compiles)
+        sync()
+        t0 = time.perf_counter()
+        block = create_block_mask(causal_within_input, None, None, n, n, device=q.device, _compile=True)
+        sync()
+        mask_ms = (time.perf_counter() - t0) * 1e3
+    flex = torch.compile(flex_attention, dynamic=False)
+    qh, kh, vh = (t.transpose(0, 1).unsqueeze(0) for t in (q, k, v))  # [1, H, T, D]
+
+    def fn():
+        return flex(qh, kh, vh, block_mask=block, scale=scale, enable_gqa=True)[0].transpose(0, 1)
+
+    return fn, round(mask_ms, 3)
 
 
 def dense_kernels(q, k, v, lens, scale):
@@ -534,6 +571,9 @@ def main():
     ap.add_argument("--eager-fused", action="store_true",
                     help="after the eager ways, stack gate/up (GatedMLP) and time packed again")
     ap.add_argument("--no-attention-kernels", action="store_true", help="skip the attention-kernel microbench")
+    ap.add_argument("--attention-kernels", default="all",
+                    help="the microbench's kernels (comma-separated, or all): flash (the scorer's), cudnn_repeat_kv, "
+                         "cudnn_gqa, cudnn_dense_groups_of_8, flash_dense_groups_of_8, flex_document")
     ap.add_argument("--deadline-s", type=float, default=360,
                     help="start no new step after this many seconds (the device lease is short)")
     ap.add_argument("--text-tokenizer", default=None,

@@ -157,3 +157,23 @@ def test_import_header_bench_runs_every_way(tmp_path):
     report = run_bench("import_header.py", "--cases", "2", "--candidates", "2", "--rounds", "2", out=tmp_path / "ih.json")
     assert set(report["ms_per_unit"]) == {"none", "lcb", "lcb_unpreloaded"}
     assert all(len(v) == 2 and min(v) > 0 for v in report["ms_per_unit"].values())
+
+
+def test_flex_attention_kernel_agrees_with_the_fp32_loop_on_the_cpu():
+    # the GPU microbench's FlexAttention way (a document-causal block mask over a packed batch, grouped KV heads)
+    from codescaler.packing import varlen_attention
+
+    lens = [5, 130, 77, 300]
+    cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), dtype=torch.int32)
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(sum(lens), h, 64, generator=g, dtype=torch.bfloat16) for h in (8, 2, 2))
+    fn, mask_ms = bench_module("score_gpu").flex_kernel(q, k, v, lens, 64 ** -0.5)
+    ref = varlen_attention(None, *(t.float().transpose(0, 1).unsqueeze(0) for t in (q, k, v)), None,
+                           scaling=64 ** -0.5, codescaler_cu_seqlens=cu)[0][0]  # [T, H, D]
+    out = fn()
+    assert out.shape == ref.shape and mask_ms > 0
+    assert float((out.float() - ref).abs().max()) < 2e-2  # bf16 rounding (flash varlen's check: 8.6e-3)
+    # and the comparison can tell: attention over the whole batch as one input is far from it
+    one = varlen_attention(None, *(t.float().transpose(0, 1).unsqueeze(0) for t in (q, k, v)), None,
+                           scaling=64 ** -0.5, codescaler_cu_seqlens=cu[[0, -1]])[0][0]
+    assert float((out.float() - one).abs().max()) > 0.2
