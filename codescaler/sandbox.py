@@ -83,8 +83,8 @@ from codescaler import forker, testcode, verdicts, wire
 from codescaler.launch import HARNESS_FILES, Launch, Sandbox, SandboxStartError, SandboxUnavailable, resolve_isolation
 from codescaler.records import Problem, Status, Verdict
 
-__all__ = ["HARNESS_FILES", "IMPORT_HEADERS", "ISOLATIONS", "SandboxConfig", "SandboxStartError", "SandboxUnavailable", "Verifier",
-           "config_help", "import_header", "statement_prelude", "verify_batch", "verify_one"]
+__all__ = ["HARNESS_FILES", "IMPORT_HEADERS", "ISOLATIONS", "SandboxConfig", "SandboxStartError", "SandboxUnavailable",
+           "Verifier", "config_help", "import_header", "statement_prelude", "verify_batch", "verify_one"]
 
 ISOLATIONS = ("auto", "bwrap", "unshare")
 IMPORT_HEADERS = ("problem",) + forker.HEADERS  # "problem": each problem's own `import_header`
@@ -231,9 +231,10 @@ def _no_test_verdict(problem: Problem | None, code: str | None, config: SandboxC
         return verdicts.make(Status.NO_CODE, 0, _cases_total(problem), 0.0, "no code extracted")
     if problem is None or not isinstance(problem.tests, dict) or problem.tests.get("kind") not in ("stdio", "call", "assert"):
         return verdicts.make(Status.SANDBOX_ERROR, 0, 0, 0.0, "the problem has no runnable tests")
-    if import_header(problem, config) not in forker.HEADERS:
+    header = import_header(problem, config)
+    if header not in forker.HEADERS:
         return verdicts.make(Status.SANDBOX_ERROR, 0, _cases_total(problem), 0.0,
-                             f"the problem's import_header {import_header(problem, config)!r} is none of {forker.HEADERS}")
+                             f"the problem's import_header {header!r} is none of {forker.HEADERS}")
     return None
 
 
