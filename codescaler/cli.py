@@ -41,6 +41,17 @@ def _top_help() -> str:
     return "\n".join(lines)
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The verb's docstring as written, and each option's default after its help (unless the help names one)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (not action.option_strings or action.required or "default" in text
+                or action.default in (None, "", False, argparse.SUPPRESS)):
+            return text
+        return text + " (default: %(default)s)"
+
+
 def add_config_args(p, cls, choices: dict[str, Sequence] | None = None, required: Sequence[str] = (),
                     skip: Sequence[str] = ()) -> None:
     """One flag per field of config dataclass `cls`: --field-name, typed by its annotation, help from metadata."""
@@ -49,7 +60,7 @@ def add_config_args(p, cls, choices: dict[str, Sequence] | None = None, required
         if f.name in skip:
             continue
         flag = "--" + f.name.replace("_", "-")
-        kw: dict = {"help": f.metadata.get("help", "")}
+        kw: dict = {"help": f.metadata.get("help", "").replace("%", "%%")}  # argparse formats help with %
         if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             p.add_argument(flag, required=True, **kw)
             continue
@@ -99,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     module_name, help_text = VERBS[verb]
     module = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(prog=f"codescaler {verb}", description=help_text + ".\n\n" + (module.__doc__ or ""),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=HelpFormatter)
     module.add_cli(parser)
     args = parser.parse_args(argv[1:])
     try:

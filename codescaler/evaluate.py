@@ -20,6 +20,7 @@ import json
 import os
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -124,7 +125,8 @@ class EvalConfig:
 
     ks: list[int] = field(default_factory=lambda: [1, 8], metadata={"help": "k values for pass@k and avg@k"})
     workers: int = field(default=2, metadata={"help": "parallel verification workers"})
-    timeout: float = field(default=10.0, metadata={"help": "seconds per test run"})
+    timeout: float = field(default=10.0, metadata={
+        "help": "seconds per test case, for problems that set no time_limit_s"})
     memory_mb: int = field(default=1024, metadata={"help": "memory cap per test run (sandbox)"})
     import_header: str = field(default="problem", metadata={"help": config_help()["import_header"]})
 
@@ -165,6 +167,28 @@ def verify_rows(problems: dict[str, Problem], rows: list[dict], config: EvalConf
     return rows
 
 
+def this_runs_rows(rows: list[dict], verified_path: str, problems: dict) -> list[dict]:
+    """The rows of `verified_path` that are this run's `rows` (counting repeats); an output dir reused with other
+    responses for these problems holds more, which are left out of the metrics with a warning."""
+    from codescaler.records import response_key, stream_jsonl
+
+    want = Counter(response_key(d) for d in rows)
+    mine, other = [], 0
+    for _, d in stream_jsonl(verified_path):
+        if d["problem_id"] not in problems:
+            continue  # another --limit
+        key = response_key(d)
+        if want[key] > 0:
+            want[key] -= 1
+            mine.append(d)
+        else:
+            other += 1
+    if other:
+        print(f"warning: {verified_path} holds {other} verified responses that are not this run's; left out of the "
+              "metrics (use a fresh --output-dir per run)", file=sys.stderr)
+    return mine
+
+
 def add_cli(p) -> None:
     from codescaler.generate import add_generation_args
 
@@ -181,7 +205,8 @@ def add_cli(p) -> None:
     p.add_argument("--k", default="1,8", help="comma-separated k values for pass@k and avg@k (default 1,8)")
     p.add_argument("--limit", type=int, default=0, help="evaluate only the first N problems (0 = all)")
     p.add_argument("--workers", type=int, default=2, help="parallel verification workers")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds per test run")
+    p.add_argument("--timeout", type=float, default=10.0,
+                   help="seconds per test case, for problems that set no time_limit_s")
     p.add_argument("--memory-mb", type=int, default=1024, help="memory cap per test run")
     p.add_argument("--import-header", choices=IMPORT_HEADERS, default="problem",
                    help=config_help()["import_header"])
@@ -192,7 +217,7 @@ def add_cli(p) -> None:
 
 def cli_main(args) -> int:
     from codescaler.generate import generate_to_file, generation_config_from_args
-    from codescaler.records import JsonlWriter, pending, read_problems, read_responses, stream_jsonl
+    from codescaler.records import JsonlWriter, RecordError, pending, read_problems, read_responses, stream_jsonl
 
     try:
         ks = sorted({int(k) for k in args.k.split(",") if k.strip()})
@@ -219,7 +244,16 @@ def cli_main(args) -> int:
     os.makedirs(args.output_dir, exist_ok=True)
 
     if args.responses:
-        rows = [d for _, d in read_responses(args.responses)]
+        rows = []
+        for line, d in read_responses(args.responses):
+            if isinstance(d.get("verdict"), dict):  # verified upstream: checked now, not when metrics need it
+                try:
+                    Verdict.from_dict(d["verdict"], args.responses, line)
+                except RecordError:
+                    raise
+                except ValueError as e:  # an unknown status, or passed=true without a pass
+                    raise RecordError(args.responses, line, "verdict", str(e)) from None
+            rows.append(d)
         unknown = sorted({d["problem_id"] for d in rows} - set(problems))
         if unknown and not args.limit:
             raise UserError(f"{args.responses}: names {len(unknown)} problems not in the benchmark, e.g. {unknown[0]!r}")
@@ -228,8 +262,8 @@ def cli_main(args) -> int:
         gen_config = generation_config_from_args(args)
         responses_path = os.path.join(args.output_dir, "responses.jsonl")
         generate_to_file(list(problems.values()), gen_config, responses_path)
-        rows = [d for _, d in stream_jsonl(responses_path)]
-        rows = [d for d in rows if d["problem_id"] in problems]
+        rows = [d for _, d in stream_jsonl(responses_path)]  # an earlier run with a larger --n wrote more samples
+        rows = [d for d in rows if d["problem_id"] in problems and d.get("sample", 0) < gen_config.n]
 
     verified_path = os.path.join(args.output_dir, "verified.jsonl")
     todo = pending(rows, verified_path)  # a rerun skips what verified.jsonl already holds
@@ -242,7 +276,7 @@ def cli_main(args) -> int:
                     args.extraction)
         out.finish()
     verify_seconds = time.perf_counter() - t0
-    verified = [d for _, d in stream_jsonl(verified_path) if d["problem_id"] in problems]
+    verified = this_runs_rows(rows, verified_path, problems)
     result = metrics(results_by_problem(verified, list(problems)), config.ks)
     result.update({"benchmark": args.benchmark or args.problems, "model": args.model or None,
                    "responses": args.responses or os.path.join(args.output_dir, "responses.jsonl"),

@@ -185,8 +185,10 @@ def make_generator(config: GenerationConfig):
 def generate_to_file(problems: list[Problem], config: GenerationConfig, output: str, generator=None) -> int:
     """Sample `config.n` responses per problem into `output` (append + flush, resumable). Returns how many were new."""
     from codescaler.cli import progress
-    from codescaler.records import JsonlWriter, pending
+    from codescaler.records import JsonlWriter, model_id, pending, refuse_other_run
 
+    model = model_id(config.model) if config.model else None
+    refuse_other_run(output, "model", model, "--model")
     wanted = [{"problem_id": p.id, "sample": s} for p in problems for s in range(config.n)]
     todo = pending(wanted, output, key=lambda d: (d.get("problem_id"), d.get("sample")))
     with JsonlWriter(output) as out:
@@ -203,7 +205,7 @@ def generate_to_file(problems: list[Problem], config: GenerationConfig, output: 
                     keys = [(d["problem_id"], d["sample"]) for d in batch]
                     for d, (text, finish) in zip(batch, generator.generate([texts[k[0]] for k in keys], keys)):
                         out.write({"problem_id": d["problem_id"], "response": text, "sample": d["sample"],
-                                   "finish": finish})
+                                   "finish": finish, "model": model})
                     bar.update(len(batch))
             print(f"generated {len(todo)} responses in {time.perf_counter() - t0:.1f}s (model load included) "
                   f"-> {output}", file=sys.stderr)

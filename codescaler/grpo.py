@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from dataclasses import MISSING, dataclass, field, fields
@@ -86,12 +87,24 @@ class PolicyConfig:
         if self.epsilon_high < self.epsilon:
             raise ValueError(f"epsilon_high={self.epsilon_high} < epsilon={self.epsilon}; clip-higher needs "
                              f"epsilon_high >= epsilon (reference 0.28 vs 0.2)")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature={self.temperature}; GRPO samples its group: use a temperature > 0 "
+                             "(reference 1.0)")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p={self.top_p}; use 0 < top_p <= 1 (reference 1.0)")
+        if self.beta < 0:
+            raise ValueError(f"beta={self.beta}: a negative KL coefficient pushes away from the reference; "
+                             "use beta >= 0")
         completions = self.prompts_per_step * self.num_generations
-        if completions % (self.updates_per_batch * self.micro_batch_size):
-            raise ValueError(
-                f"prompts_per_step x num_generations = {completions} completions do not split into "
-                f"updates_per_batch={self.updates_per_batch} x micro_batch_size={self.micro_batch_size}; use a "
-                f"micro_batch_size dividing {completions // self.updates_per_batch if completions % self.updates_per_batch == 0 else completions}")
+        if completions % self.updates_per_batch:
+            divisors = [d for d in range(1, completions + 1) if completions % d == 0 and d <= 16]
+            raise ValueError(f"prompts_per_step x num_generations = {completions} completions do not split into "
+                             f"updates_per_batch={self.updates_per_batch} updates; use one of {divisors}")
+        per_update = completions // self.updates_per_batch
+        if per_update % self.micro_batch_size:
+            divisors = [d for d in range(1, per_update + 1) if per_update % d == 0 and d <= 64]
+            raise ValueError(f"each of the {self.updates_per_batch} updates has {per_update} completions, which "
+                             f"micro_batch_size={self.micro_batch_size} does not divide; use one of {divisors}")
 
 
 # ---------------------------------------------------------------- pieces
@@ -254,7 +267,17 @@ def _resume_point(cfg: PolicyConfig, log_path: str) -> str | None:
     """The checkpoint to resume from; the reward log is cut back to it so no step appears twice."""
     from transformers.trainer_utils import get_last_checkpoint
 
-    if not cfg.resume or not os.path.isdir(cfg.output_dir):
+    if not os.path.isdir(cfg.output_dir):
+        return None
+    if not cfg.resume:  # starting over: the earlier run's checkpoints and log would be resumed by the next rerun
+        old = [os.path.join(cfg.output_dir, d) for d in os.listdir(cfg.output_dir) if d.startswith("checkpoint-")]
+        for path in old:
+            shutil.rmtree(path)
+        for name in (LOG_NAME, CURVE_NAME):
+            if os.path.exists(os.path.join(cfg.output_dir, name)):
+                os.remove(os.path.join(cfg.output_dir, name))
+        if old:
+            print(f"--no-resume: removed {len(old)} checkpoints of the earlier run in {cfg.output_dir}", file=sys.stderr)
         return None
     last = get_last_checkpoint(cfg.output_dir)
     step = 0
@@ -285,6 +308,9 @@ def train_policy(cfg: PolicyConfig, scorer: ScorerConfig | None = None) -> dict:
         n = sum(p.tests is None for p in problems)
         raise UserError(f"--reward tests: {n} of {len(problems)} problems have tests: null; "
                         "use --reward hybrid (RM for those) or drop them")
+    if len(problems) < cfg.prompts_per_step:
+        raise UserError(f"{len(problems)} problems, but a rollout batch takes --prompts-per-step "
+                        f"{cfg.prompts_per_step} distinct prompts: use --prompts-per-step {len(problems)} or less")
     scorer = scorer or ScorerConfig()
     cuda = torch.cuda.is_available()
     if cfg.reward != "tests" and not cfg.reward_url and scorer.device == "auto" and not cuda:
@@ -326,7 +352,8 @@ def add_cli(p) -> None:
     for f in fields(PolicyConfig):
         flag = "--" + f.name.replace("_", "-")
         if f.name == "resume":
-            p.add_argument("--no-resume", dest="resume", action="store_false", help="start over even if checkpoints exist")
+            p.add_argument("--no-resume", dest="resume", action="store_false",
+                           help="start over: delete the checkpoints and reward log of an earlier run in --output-dir")
         elif f.name in CHOICES:
             p.add_argument(flag, choices=CHOICES[f.name], default=f.default, help=f.metadata["help"])
         elif f.default is MISSING:
@@ -338,7 +365,7 @@ def add_cli(p) -> None:
 
 
 def cli_main(args) -> int:
-    scorer = scorer_config_from_args(args) if args.reward != "tests" else ScorerConfig()
+    scorer = scorer_config_from_args(args)  # for tests too: its --extraction picks the code that runs
     try:
         cfg = PolicyConfig(**{f.name: getattr(args, f.name) for f in fields(PolicyConfig)})
     except ValueError as e:

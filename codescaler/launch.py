@@ -25,6 +25,7 @@ HARNESS_IN_SANDBOX = "/opt/codescaler/harness_main.py"  # runs harness.py; the m
 HARNESS_MAIN = os.path.join(os.path.dirname(harness.__file__), "harness_main.py")
 HARNESS_FILES = (HARNESS_MAIN, harness.__file__, wire.__file__, testcode.__file__, tester.__file__, seccomp.__file__,
                  forker.__file__)
+UNSHARE_ROOT = os.path.join(os.path.dirname(harness.__file__), "unshare_root.sh")  # the unshare mode's file system
 
 
 class SandboxUnavailable(RuntimeError):
@@ -68,17 +69,19 @@ def sandbox_python(config) -> str:
     return "/usr/bin/python3"
 
 
-def _system_binds(python: str) -> list[str]:
-    args = ["--ro-bind", "/usr", "/usr"]
-    for top in ("/bin", "/sbin", "/lib", "/lib64", "/lib32"):
-        if os.path.islink(top):
-            args += ["--symlink", os.readlink(top), top]
-        elif os.path.isdir(top):
-            args += ["--ro-bind", top, top]
+def system_dirs(python: str) -> list[str]:
+    """What a sandbox shows of the host, read-only: the system directories and the interpreter's prefix."""
+    dirs = ["/usr"] + [top for top in ("/bin", "/sbin", "/lib", "/lib64", "/lib32") if os.path.lexists(top)]
     real = os.path.realpath(python)
     if not real.startswith("/usr/"):
-        prefix = os.path.dirname(os.path.dirname(real))
-        args += ["--ro-bind", prefix, prefix]
+        dirs.append(os.path.dirname(os.path.dirname(real)))
+    return dirs
+
+
+def _system_binds(python: str) -> list[str]:
+    args = []
+    for path in system_dirs(python):
+        args += ["--symlink", os.readlink(path), path] if os.path.islink(path) else ["--ro-bind", path, path]
     return args
 
 
@@ -88,13 +91,16 @@ class Launch:
     def __init__(self, config, mode: str):
         self.config, self.mode = config, mode
         self.python = sandbox_python(config)
-        self.tmpdir = None
+        self.tmpdir = self.rootdir = None
         if mode == "unshare":
-            # this fallback sees the host file system: give uid 65534 a readable copy of the harness
-            # (not under /tmp: the sandbox mounts its own tmpfs there, which would hide it)
-            self.tmpdir = tempfile.mkdtemp(prefix="codescaler-harness-", dir="/var/tmp" if os.path.isdir("/var/tmp") else "/")
-            os.chmod(self.tmpdir, 0o755)
-            for path in HARNESS_FILES:
+            # uid 65534 gets a readable copy of the harness, shown inside at the same path, and an empty folder
+            # that becomes the sandbox's root (unshare_root.sh); not under /tmp, where the sandbox mounts its own
+            parent = "/var/tmp" if os.path.isdir("/var/tmp") else "/"
+            self.tmpdir = tempfile.mkdtemp(prefix="codescaler-harness-", dir=parent)
+            self.rootdir = tempfile.mkdtemp(prefix="codescaler-root-", dir=parent)
+            for folder in (self.tmpdir, self.rootdir):
+                os.chmod(folder, 0o755)
+            for path in HARNESS_FILES + (UNSHARE_ROOT,):
                 shutil.copy(path, os.path.join(self.tmpdir, os.path.basename(path)))
                 os.chmod(os.path.join(self.tmpdir, os.path.basename(path)), 0o644)
 
@@ -131,17 +137,22 @@ class Launch:
                 return subprocess.Popen(argv, pass_fds=[control_fd] + [src.fileno() for src in sources], **kw)
         if self.mode != "unshare":  # there is no unconfined mode: candidates never run outside a PID namespace
             raise SandboxStartError(f"unknown isolation mode {self.mode!r}")
-        # root of the new user namespace (uid 65534 outside) mounts a private size-limited /tmp, then runs the harness
+        # root of the new user namespace (uid 65534 outside) builds a root of system directories, the harness and
+        # the extra paths, with a private size-limited /tmp, pivots into it (unshare_root.sh) and runs the harness
+        shown = system_dirs(self.python) + [self.tmpdir] + extra
+        if any(":" in path for path in shown):
+            raise SandboxStartError(f"the unshare sandbox cannot show a path with ':' in it: {shown}")
         argv = ["unshare", "--user", "--map-root-user", "--net", "--pid", "--fork", "--kill-child", "--ipc", "--uts",
-                "--mount", "--mount-proc", "--propagation", "private", "/bin/sh", "-c",
-                'mount -t tmpfs -o size="$0"m,mode=1777 tmpfs /tmp && exec "$@"', str(self.config.disk_mb),
-                *py, os.path.join(self.tmpdir, os.path.basename(HARNESS_MAIN)), str(control_fd), host_ns, pin, header,
-                *extra]
+                "--mount", "--mount-proc", "--propagation", "private", "/bin/sh",
+                os.path.join(self.tmpdir, os.path.basename(UNSHARE_ROOT)), self.rootdir, str(self.config.disk_mb),
+                ":".join(shown), *py, os.path.join(self.tmpdir, os.path.basename(HARNESS_MAIN)), str(control_fd), host_ns, pin,
+                header, *extra]
         return subprocess.Popen(argv, pass_fds=[control_fd], cwd=self.tmpdir, **kw)
 
     def close(self):
-        if self.tmpdir:
-            shutil.rmtree(self.tmpdir, ignore_errors=True)
+        for folder in (self.tmpdir, self.rootdir):
+            if folder:
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 _probe_lock = threading.Lock()

@@ -31,6 +31,8 @@ from codescaler.extract import extract_code
 from codescaler.mutate import KINDS, counts_as_failure, synthesize_negatives
 from codescaler.records import Pair, Problem, RecordError, Verdict
 
+GROUP_KEY = "problem_pairs"  # on each written pair: how many pairs its problem has (resume checks it)
+
 RULES = ("pass-fail", "acecoder")
 
 
@@ -286,8 +288,8 @@ def cli_main(args) -> int:
                                            unit="problem"))
 
         def write(pairs: list[Pair]) -> None:
-            for pair in pairs:
-                out.write(pair.to_dict())
+            for pair in pairs:  # each line says how many its problem has, so a rerun knows a cut-off problem
+                out.write({**pair.to_dict(), GROUP_KEY: len(pairs)})
             bar.update(1)
 
         _, stats = build_pairs(problems, todo, config, verify, on_problem=write)
@@ -299,11 +301,19 @@ def cli_main(args) -> int:
 
 
 def _done_problems(path: str) -> set[str]:
-    """Problems that already have pairs in `path` (a rerun skips them)."""
+    """Problems whose pairs `path` holds in full (a rerun skips them). The lines of a problem that a killed run
+    wrote only in part are removed (the file is rewritten atomically), and the problem runs again."""
     import os
 
-    from codescaler.records import stream_jsonl
+    from codescaler.records import stream_jsonl, write_jsonl
 
     if not os.path.exists(path):
         return set()
-    return {d.get("problem_id") for _, d in stream_jsonl(path, tolerate_torn_tail=True)}
+    rows = [d for _, d in stream_jsonl(path, tolerate_torn_tail=True)]
+    held = Counter(d.get("problem_id") for d in rows)
+    cut = {d.get("problem_id") for d in rows if held[d.get("problem_id")] < d.get(GROUP_KEY, 0)}
+    if cut:
+        write_jsonl(path, [d for d in rows if d.get("problem_id") not in cut])
+        print(f"{path}: {len(cut)} problems were cut off by an earlier run; their pairs are made again",
+              file=sys.stderr)
+    return set(held) - cut

@@ -71,8 +71,9 @@ def split_query(query: str, prompt: str | None) -> tuple[str, str]:
     """(policy prompt, response) of an OpenRLHF query.
 
     With `prompt`, the response is what follows the longest common prefix of query and prompt (the query
-    is the decoded prompt+response tokens, so it normally starts with the prompt exactly). Without it, the
-    query is cut after its last assistant-turn opener. Raises ValueError when there is nothing to cut at.
+    is the decoded prompt+response tokens, so it normally starts with the prompt exactly); a prompt that ends
+    inside an open <think> gives a response that starts with it. Without it, the query is cut after its last
+    assistant-turn opener. Raises ValueError when there is nothing to cut at.
     """
     if prompt is None:
         cuts = [(query.rfind(opener), opener) for _, _, opener in CHAT_TURNS]
@@ -88,7 +89,12 @@ def split_query(query: str, prompt: str | None) -> tuple[str, str]:
             if a != b:
                 break
             n += 1
-    return prompt, strip_end_markers(query[n:])
+    response = strip_end_markers(query[n:])
+    if prompt.rfind("<think>") > prompt.rfind("</think>"):
+        # the template opened the thinking (DeepSeek-R1's ends in "<think>\n"): the response is still inside it,
+        # as it is when the query is cut at the assistant opener, so extraction drops it the same way
+        response = "<think>" + response
+    return prompt, response
 
 
 def sigmoid(x: float) -> float:

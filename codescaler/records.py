@@ -76,6 +76,40 @@ class _Record:
         return {**out, **self.extra}
 
 
+def tests_error(tests) -> tuple[str, str] | None:
+    """The first way `tests` breaks SPEC's three kinds, as (field, message); None when runnable (or null)."""
+    if tests is None:
+        return None
+    if not isinstance(tests, dict):
+        return "tests", f"must be an object or null, got {type(tests).__name__}"
+    kind = tests.get("kind")
+    if kind not in ("stdio", "call", "assert"):
+        return "tests.kind", f"is {kind!r}; use stdio, call or assert"
+    named = {"call": ("fn_name",), "assert": ("entry_point", "code")}.get(kind, ())
+    for name in named:
+        if not isinstance(tests.get(name), str) or not tests[name]:
+            return f"tests.{name}", "must be a non-empty string"
+    if kind == "assert":
+        return None
+    cases = tests.get("cases")
+    if not isinstance(cases, list) or not cases:
+        return "tests.cases", "must be a non-empty list (a problem with no cases would pass any code)"
+    for i, case in enumerate(cases):
+        where = f"tests.cases[{i}]"
+        if not isinstance(case, dict):
+            return where, f"must be an object, got {type(case).__name__}"
+        if kind == "stdio":
+            for name in ("input", "output"):
+                if not isinstance(case.get(name), str):
+                    return f"{where}.{name}", f"must be a string, got {type(case.get(name)).__name__}"
+        else:
+            if not isinstance(case.get("args"), list):
+                return f"{where}.args", f"must be a list, got {type(case.get('args')).__name__}"
+            if "expected" not in case:
+                return f"{where}.expected", "is missing"
+    return None
+
+
 @dataclass
 class Problem(_Record):
     id: str
@@ -88,6 +122,18 @@ class Problem(_Record):
     extra: dict = field(default_factory=dict)
     _types = {"id": str, "prompt": str, "tests": dict, "starter_code": str, "source": str,
               "time_limit_s": (int, float), "memory_mb": int}
+
+    @classmethod
+    def from_dict(cls, d: dict, path: str = "<dict>", line: int | None = None):
+        p = super().from_dict(d, path, line)
+        bad = tests_error(p.tests)
+        if bad is not None:
+            raise RecordError(path, line, *bad)
+        for name in ("time_limit_s", "memory_mb"):
+            value = getattr(p, name)
+            if value is not None and (isinstance(value, bool) or not value > 0):
+                raise RecordError(path, line, name, f"is {value!r}; use a positive number, or leave it out")
+        return p
 
 
 @dataclass
@@ -208,12 +254,23 @@ def read_responses(path: str, problems: dict[str, Problem] | None = None) -> lis
     return out
 
 
+def _json_line(row: dict) -> str:
+    """One JSONL line, UTF-8 text as is; a lone surrogate (valid JSON "\\ud800", not encodable UTF-8) makes the
+    line ASCII with escapes, which reads back to the same string."""
+    line = json.dumps(row, ensure_ascii=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        line = json.dumps(row)
+    return line + "\n"
+
+
 def write_jsonl(path: str, rows: Iterable[dict]) -> None:
     """Write a whole file at once, atomically (temp file + rename)."""
-    tmp = f"{path}.tmp.{os.getpid()}"
+    tmp = f"{path}.tmp.{os.getpid()}" + (".gz" if str(path).endswith(".gz") else "")  # compressed like `path`
     with _open_text(tmp, "w") as f:
         for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            f.write(_json_line(row))
     os.replace(tmp, path)
 
 
@@ -237,7 +294,7 @@ class JsonlWriter:
                 os.makedirs(d, exist_ok=True)
             _cut_torn_tail(self.path)
             self._f = _open_text(self.path, "a")
-        self._f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self._f.write(_json_line(row))
         self._f.flush()
         self.written += 1
 
@@ -302,6 +359,22 @@ def pending(inputs: list, output_path: str, key: Callable[[Any], tuple] = respon
         else:
             todo.append(x)
     return todo
+
+
+def refuse_other_run(output_path: str, field_name: str, value, flag: str) -> None:
+    """Before resuming `output_path`, check that its rows were made with the same `field_name` (e.g. the same
+    model): a rerun with another model must not be counted as done by the first one's rows."""
+    if not output_path or not os.path.exists(output_path):
+        return
+    for n, d in stream_jsonl(output_path, tolerate_torn_tail=True):
+        if d.get(field_name) != value:
+            raise UserError(f"{output_path}:{n}: made with {field_name} {d.get(field_name)!r}, not {value!r}; "
+                            f"a rerun resumes only the same run: give another output path, or the same {flag}")
+
+
+def model_id(model: str) -> str:
+    """How a run names its model in its rows: a hub id as given, a local path made absolute."""
+    return os.path.realpath(model) if os.path.exists(model) else model
 
 
 class UserError(Exception):

@@ -164,13 +164,17 @@ def add_cli(p) -> None:
 
 def cli_main(args) -> int:
     from codescaler.cli import progress
-    from codescaler.records import JsonlWriter, pending
-    from codescaler.scorer import RewardScorer, scorer_config_from_args
+    from codescaler.records import JsonlWriter, model_id, pending, refuse_other_run
+    from codescaler.scorer import RewardScorer, resolve_model, scorer_config_from_args
 
     config = scorer_config_from_args(args)
+    if args.chunk < 1:
+        raise UserError(f"--chunk {args.chunk}: use 1 or more samples per step")
     samples = read_rmbench(args.data)
     if not samples:
         raise UserError(f"{args.data}: no samples")
+    rm_model = model_id(resolve_model(config.model))
+    refuse_other_run(args.output, "rm_model", rm_model, "--model")
     todo = pending(samples, args.output, key=lambda d: (d["id"], d.get("rm_input")),
                    item=lambda s: {"id": s.id, "rm_input": args.rm_input})
     with JsonlWriter(args.output) as out:
@@ -182,7 +186,8 @@ def cli_main(args) -> int:
                     scores = score_samples(part, scorer, args.rm_input)
                     for s in part:
                         out.write({"id": s.id, "domain": s.domain, "rm_input": args.rm_input,
-                                   "chosen_scores": scores[s.id][0], "rejected_scores": scores[s.id][1]})
+                                   "chosen_scores": scores[s.id][0], "rejected_scores": scores[s.id][1],
+                                   "rm_model": rm_model})
                     bar.update(len(part))
         out.finish()
     scores = {}

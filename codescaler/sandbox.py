@@ -63,9 +63,12 @@ Threat model, honestly:
   process.
 How a worker starts (the command lines, what is mounted, the isolation probe) is `codescaler/launch.py`.
 Fallback when bwrap cannot run: `unshare` (user, PID, network, mount, IPC and
-UTS namespaces, a private /tmp and the same rlimits, but the host file system
-stays visible, read-only only through permissions of uid 65534). It prints one
-warning and notes itself in every verdict's `detail`.
+UTS namespaces, the same rlimits, and `unshare_root.sh`'s root: the system
+directories and the harness read-only, a private /tmp, the old root detached,
+so the host's files are hidden as under bwrap). Weaker: everything in it runs
+as root of its user namespace, with that namespace's capabilities (it may
+remount its own mounts, or set ns_last_pid). It prints one warning and notes
+itself in every verdict's `detail`.
 """
 
 from __future__ import annotations
@@ -81,7 +84,7 @@ from typing import Callable, Iterable, Iterator
 
 from codescaler import forker, testcode, verdicts, wire
 from codescaler.launch import HARNESS_FILES, Launch, Sandbox, SandboxStartError, SandboxUnavailable, resolve_isolation
-from codescaler.records import Problem, Status, Verdict
+from codescaler.records import Problem, Status, Verdict, tests_error
 
 __all__ = ["HARNESS_FILES", "IMPORT_HEADERS", "ISOLATIONS", "SandboxConfig", "SandboxStartError", "SandboxUnavailable",
            "Verifier", "config_help", "import_header", "statement_prelude", "verify_batch", "verify_one"]
@@ -102,7 +105,9 @@ class SandboxConfig:
 
     workers: int = field(default_factory=lambda: os.cpu_count() or 1,
                          metadata={"help": "warm sandboxed workers running candidates in parallel (default: CPU count)"})
-    timeout_s: float = field(default=5.0, metadata={"help": "time limit per test case in seconds (an assert test is one case)"})
+    timeout_s: float = field(default=5.0, metadata={
+        "help": "time limit per test case in seconds (an assert test is one case), for problems that set no "
+                "time_limit_s"})
     memory_mb: int = field(default=1024, metadata={"help": "address-space limit of each candidate process, MiB"})
     output_limit_bytes: int = field(default=8 << 20, metadata={"help": "bytes a candidate may print (and return) per run"})
     disk_mb: int = field(default=64, metadata={"help": "size of the candidate's private /tmp and its largest file, MiB"})
@@ -112,7 +117,9 @@ class SandboxConfig:
         "help": "interpreter inside the sandbox (default: this one's base interpreter if uid 65534 can run it, else /usr/bin/python3)"})
     extra_paths: tuple = field(default=(), metadata={
         "help": "directories mounted read-only and added to sys.path (e.g. a site-packages with numpy); never the problem data"})
-    startup_s: float = field(default=1.0, metadata={"help": "extra seconds for the first case (module import, warm-up)"})
+    startup_s: float = field(default=1.0, metadata={
+        "help": "extra seconds for a program's start (module import, warm-up): once for a call or assert test's cases, "
+                "and on every stdio case, since each runs the program anew"})
     pin_workers: bool = field(default=True, metadata={
         "help": "pin each worker (its harness, tester and candidates) to a CPU of its own when there are as many workers "
                 "as CPUs this process may use (the default): a unit hands off between four processes, cheaper on one CPU"})
@@ -229,8 +236,9 @@ def import_header(problem: Problem, config: SandboxConfig) -> str:
 def _no_test_verdict(problem: Problem | None, code: str | None, config: SandboxConfig) -> Verdict | None:
     if code is None:
         return verdicts.make(Status.NO_CODE, 0, _cases_total(problem), 0.0, "no code extracted")
-    if problem is None or not isinstance(problem.tests, dict) or problem.tests.get("kind") not in ("stdio", "call", "assert"):
-        return verdicts.make(Status.SANDBOX_ERROR, 0, 0, 0.0, "the problem has no runnable tests")
+    bad = tests_error(problem.tests) if problem is not None and problem.tests is not None else ("tests", "are null")
+    if bad is not None:  # the data's fault, never the candidate's (read_problems refuses these up front)
+        return verdicts.make(Status.SANDBOX_ERROR, 0, 0, 0.0, f"the problem has no runnable tests: {' '.join(bad)}")
     header = import_header(problem, config)
     if header not in forker.HEADERS:
         return verdicts.make(Status.SANDBOX_ERROR, 0, _cases_total(problem), 0.0,
@@ -242,7 +250,8 @@ def _cases_total(problem: Problem | None) -> int:
     tests = problem.tests if problem is not None else None
     if not isinstance(tests, dict):
         return 0
-    return 1 if tests.get("kind") == "assert" else len(tests.get("cases") or [])
+    cases = tests.get("cases")
+    return 1 if tests.get("kind") == "assert" else len(cases) if isinstance(cases, list) else 0
 
 
 class Verifier:

@@ -17,6 +17,7 @@ opt-in, torch.compile of the decoder layers.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -66,7 +67,8 @@ class ScorerConfig:
         "help": "hub id (e.g. LARK-Lab/CodeScaler-8B), local save_pretrained directory, or a .gguf file; "
                 "default: the RM that `make demo` trains"})
     dtype: str = field(default="auto", metadata={
-        "help": "auto = bfloat16 on CUDA/CPUs with native bf16, else float32; or bfloat16/float16/float32"})
+        "help": "auto = bfloat16 on CUDA with bf16 (else float16) and on CPUs with native bf16 (else float32); "
+                "or bfloat16/float16/float32"})
     device: str = field(default="auto", metadata={"help": "auto = cuda if available, else cpu; or e.g. cuda:1"})
     max_length: int = field(default=4096, metadata={
         "help": "tokens per RM input; longer inputs lose prompt text (never the code's end) and are flagged truncated"})
@@ -166,17 +168,18 @@ def build_rm_input(tokenizer, prompt: str, code: str, max_length: int) -> tuple[
     keep = len(p_ids)
     while keep > 0:  # token counts shift a little on re-rendering, so shrink until it fits
         keep = max(0, keep - (len(ids) - max_length) - 1)
-        ids = _encode(tokenizer, tokenizer.decode(p_ids[:keep]), code)
+        # a cut inside a multi-token character decodes to U+FFFD: drop that half character
+        ids = _encode(tokenizer, tokenizer.decode(p_ids[:keep]).rstrip("\ufffd"), code)
         if len(ids) <= max_length:
             return ids, True
     c_ids = tokenizer(code, add_special_tokens=False)["input_ids"]
     start = 0
-    while start < len(c_ids):
-        start = min(len(c_ids), start + (len(ids) - max_length) + 1)
-        ids = _encode(tokenizer, "", tokenizer.decode(c_ids[start:]))
+    while start < len(c_ids) - 1:  # the code's last token always stays
+        start = min(len(c_ids) - 1, start + (len(ids) - max_length) + 1)
+        ids = _encode(tokenizer, "", tokenizer.decode(c_ids[start:]).lstrip("\ufffd"))
         if len(ids) <= max_length:
             return ids, True
-    raise UserError(f"max_length={max_length} is too small to hold the RM chat template itself")
+    raise UserError(f"max_length={max_length} is too small to hold the RM chat template and the code's end")
 
 
 def plan_batches(lengths: Sequence[int], token_budget: int, max_batch_size: int) -> list[list[int]]:
@@ -220,7 +223,17 @@ def prefetched(fn, spans):
 def pick_device(device: str = "auto"):
     import torch
 
-    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        picked = torch.device(device)
+    except RuntimeError as e:
+        raise UserError(f"--device {device!r}: {str(e).splitlines()[0]}; use auto, cpu, cuda or cuda:N") from None
+    if picked.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: this torch sees no CUDA device; use --device cpu (or auto)")
+    if picked.type == "cuda" and picked.index is not None and picked.index >= torch.cuda.device_count():
+        raise UserError(f"--device {device}: there are {torch.cuda.device_count()} CUDA devices; use cuda:0..")
+    return picked
 
 
 def pick_dtype(dtype: str, device):
@@ -251,6 +264,8 @@ def load_reward_model(model: str, dtype=None, device=None, attn_implementation: 
 
     kwargs: dict = {}
     src = model
+    if model.startswith((".", "/", "~")) and not os.path.exists(os.path.expanduser(model)):
+        raise UserError(f"--model {model}: no such file or directory (a hub id has the form owner/name)")
     if model.endswith(".gguf"):
         if not os.path.isfile(model):
             raise UserError(f"--model {model}: no such GGUF file")
@@ -504,12 +519,22 @@ class RewardScorer:
         out = [Scored(code=None, rm_score=None, reward=0.0, truncated=False) for _ in codes]
         for i, (s, truncated) in zip(valid, raw):
             out[i] = Scored(code=codes[i], rm_score=s, reward=shape(s, True, self.config.shaping), truncated=truncated)
+        check_finite(out)
         return out
 
     def __call__(self, prompts: Sequence, completions: Sequence, completion_ids=None, **kwargs) -> list[float | None]:
         """TRL reward-function signature; conversational prompts use their last user turn."""
         return [s.reward for s in self.score([text_of(p, "user") for p in prompts],
                                              [text_of(c, "assistant") for c in completions])]
+
+
+def check_finite(scored: Sequence[Scored]) -> None:
+    """Refuse NaN/inf scores (an overflowing fp16 RM, a broken checkpoint): they are not JSON, and a NaN reward
+    would break "valid code outranks no code"."""
+    bad = next((s.rm_score for s in scored if s.rm_score is not None and not math.isfinite(s.rm_score)), None)
+    if bad is not None:
+        raise UserError(f"the reward model produced a non-finite score ({bad}); check the checkpoint and --dtype "
+                        "(float16 overflows where bfloat16 or float32 do not)")
 
 
 def text_of(x, role: str) -> str:
@@ -551,11 +576,15 @@ def add_cli(p) -> None:
 
 def cli_main(args) -> int:
     from codescaler.cli import progress
-    from codescaler.records import JsonlWriter, pending, read_problems, read_responses
+    from codescaler.records import JsonlWriter, model_id, pending, read_problems, read_responses, refuse_other_run
 
     config = scorer_config_from_args(args)
+    if args.chunk < 1:
+        raise UserError(f"--chunk {args.chunk}: use 1 or more responses per step")
     problems = read_problems(args.problems)
     rows = [d for _, d in read_responses(args.responses, problems)]
+    rm_model = model_id(resolve_model(config.model))
+    refuse_other_run(args.output, "rm_model", rm_model, "--model")
     todo = pending(rows, args.output)
     with JsonlWriter(args.output) as out:
         if todo:
@@ -567,7 +596,7 @@ def cli_main(args) -> int:
                     scored = scorer.score([problems[d["problem_id"]].prompt for d in chunk],
                                           [d["response"] for d in chunk])
                     for d, s in zip(chunk, scored):
-                        out.write({**d, **s.to_dict()})
+                        out.write({**d, **s.to_dict(), "rm_model": rm_model})
                     bar.update(len(chunk))
             seconds = time.perf_counter() - t0
             print(f"scored {len(todo)} responses in {seconds:.1f}s (model load included) -> {args.output}",

@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import os
 import random
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 from codescaler.extract import extract_code
@@ -65,6 +67,7 @@ def normalise_code(code: str) -> str:
 
 
 def _argmax(values: list[float]) -> int:
+    values = [-math.inf if math.isnan(v) else v for v in values]  # a NaN score (a broken RM) never wins
     best = 0
     for i, v in enumerate(values):
         if v > values[best]:
@@ -243,8 +246,11 @@ def merge_inputs(paths: list[str], problems=None) -> list[dict]:
 
     merged: dict[tuple, dict] = {}
     for path in paths:
+        seen: Counter = Counter()  # the j-th repeat of a response in one file is the j-th in the others
         for _, d in read_responses(path, problems):
             key = response_key(d)
+            seen[key] += 1
+            key = (*key, seen[key])
             merged[key] = {**merged.get(key, {}), **d}
     return list(merged.values())
 
@@ -311,7 +317,8 @@ def add_cli(p) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of `random` and of the curve's subsampling")
     p.add_argument("--trials", type=int, default=200, help="random subsets per problem and N for the curve")
     p.add_argument("--workers", type=int, default=2, help="verification workers (when verifying here)")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds per test run (when verifying here)")
+    p.add_argument("--timeout", type=float, default=10.0,
+                   help="seconds per test case (when verifying here), for problems that set no time_limit_s")
     add_scorer_args(p)
 
 

@@ -36,6 +36,7 @@ from typing import Callable, Sequence
 
 from codescaler.payloads import BadInput, decode_body, openrlhf_reply, parse_reward_request, parse_score_request
 from codescaler.records import Scored, UserError
+from codescaler.scorer import check_finite
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -71,7 +72,7 @@ class ServerConfig:
         if self.max_queue_items < self.max_request_items:
             raise ValueError(f"max_queue_items={self.max_queue_items} is below max_request_items="
                              f"{self.max_request_items}: a legal request could never be queued")
-        if self.max_body_mb <= 0:
+        if not 0 < self.max_body_mb < 1 << 20:  # NaN fails this too
             raise ValueError(f"max_body_mb={self.max_body_mb}; use a positive size (default 64)")
 
 
@@ -283,10 +284,7 @@ class Batcher:
         scored = self.score_fn(prompts, responses, forwards.append)
         if len(scored) != len(prompts):
             raise RuntimeError(f"scorer returned {len(scored)} results for {len(prompts)} inputs")
-        for s in scored:
-            if s.rm_score is not None and not math.isfinite(s.rm_score):
-                raise RuntimeError(f"the reward model produced a non-finite score ({s.rm_score}); "
-                                   "check the checkpoint and --dtype")
+        check_finite(scored)  # the RewardScorer checks too; a score_fn given to the server may not
         return scored, forwards
 
 
@@ -455,9 +453,10 @@ class BackgroundServer:
 
 
 def serve(scorer, config: ServerConfig, problems: dict | None = None, model_name: str = "",
-          log_level: str = "info") -> None:
-    """Serve until SIGTERM/SIGINT, then finish the requests in flight and return."""
-    sock = bind_socket(config.host, config.port)
+          log_level: str = "info", sock: socket.socket | None = None) -> None:
+    """Serve until SIGTERM/SIGINT, then finish the requests in flight and return (on `sock` when given, bound
+    before the model loads so that a taken port fails in a second, not after minutes of loading)."""
+    sock = sock or bind_socket(config.host, config.port)
     server = _uvicorn_server(create_app(scorer, config, problems, model_name), config, log_level)
     if config.host not in LOOPBACK_HOSTS:
         print(f"codescaler serve: warning: listening on {config.host}, reachable from other machines; "
@@ -498,10 +497,11 @@ def cli_main(args) -> int:
     scorer_config = scorer_config_from_args(args)
     scorer_config.model = resolve_model(scorer_config.model)
     problems = read_problems(config.problems) if config.problems else None
+    sock = bind_socket(config.host, config.port)
     t0 = time.perf_counter()
-    scorer = RewardScorer(scorer_config)
+    scorer = RewardScorer(scorer_config)  # a failed load exits, and the socket with it
     print(f"codescaler serve: loaded {scorer_config.model} on {scorer.device} ({scorer.dtype}) in "
           f"{time.perf_counter() - t0:.1f}s", file=sys.stderr)
-    serve(scorer, config, problems, scorer_config.model, args.log_level)
+    serve(scorer, config, problems, scorer_config.model, args.log_level, sock)
     print("codescaler serve: stopped after finishing the requests in flight", file=sys.stderr)
     return 0

@@ -30,6 +30,9 @@ from codescaler.scorer import build_rm_input
 METHODS = ("full", "lora")
 DEFAULT_LR = {"full": 2e-5, "lora": 5e-4}  # measured-here.md: LoRA at 1e-4 learned nothing in ~40 CPU steps
 SUMMARY_FILE = "codescaler_train_rm.json"
+# transformers' schedulers that need no extra arguments
+SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial",
+              "inverse_sqrt")
 
 
 @dataclass
@@ -53,11 +56,13 @@ class TrainRMConfig:
     max_steps: int = field(default=-1, metadata={"help": "stop after this many optimizer updates (-1 = by epochs)"})
     warmup_ratio: float = field(default=0.05, metadata={"help": "fraction of updates with linear LR warmup"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay (0: the head is tiny, BT is noisy)"})
-    lr_scheduler: str = field(default="cosine", metadata={"help": "transformers scheduler name after warmup"})
+    lr_scheduler: str = field(default="cosine", metadata={
+        "help": "transformers scheduler after warmup: cosine, linear, constant, constant_with_warmup, "
+                "cosine_with_restarts, polynomial or inverse_sqrt"})
     margin: float = field(default=0.0, metadata={
         "help": "BT margin m in -log sigmoid(r_c - r_r - m); 0 = plain BT"})
     margin_by_pass_rate: bool = field(default=False, metadata={
-        "help": "scale the margin per pair by (chosen_pass_rate - rejected_pass_rate)"})
+        "help": "scale --margin per pair by (chosen_pass_rate - rejected_pass_rate); needs --margin > 0"})
     center_rewards_coefficient: float = field(default=0.0, metadata={
         "help": "weight of mean((r_c + r_r)^2), keeping rewards near zero (0 = off; 0.01 is the usual value)"})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
@@ -98,6 +103,12 @@ class TrainRMConfig:
             raise ValueError("learning_rate and center_rewards_coefficient must be >= 0")
         if self.max_steps == 0 or (self.max_steps < 0 and self.epochs <= 0):
             raise ValueError("nothing to train: set --epochs > 0 or --max-steps > 0")
+        if not 0 <= self.warmup_ratio < 1:  # transformers reads a value >= 1 as a number of steps
+            raise ValueError(f"warmup_ratio={self.warmup_ratio}; use a fraction of the updates in [0, 1), e.g. 0.05")
+        if self.lr_scheduler not in SCHEDULERS:
+            raise ValueError(f"lr_scheduler={self.lr_scheduler!r}; use one of {', '.join(SCHEDULERS)}")
+        if self.margin_by_pass_rate and not self.margin > 0:
+            raise ValueError("margin_by_pass_rate scales --margin, which is 0: set --margin > 0 too (e.g. 1.0)")
 
     @property
     def lr(self) -> float:
@@ -113,7 +124,7 @@ def split_by_problem(pairs: Sequence[Pair], fraction: float, seed: int) -> tuple
     if fraction <= 0 or len(ids) < 2:
         return list(pairs), []
     random.Random(seed).shuffle(ids)
-    held = set(ids[:max(1, round(fraction * len(ids)))])
+    held = set(ids[:min(len(ids) - 1, max(1, round(fraction * len(ids))))])  # at least one problem trains
     return [p for p in pairs if p.problem_id not in held], [p for p in pairs if p.problem_id in held]
 
 

@@ -52,7 +52,8 @@ def stdio_matches(got: str, expected: str, float_tol: float | None = None) -> bo
 def plain_equal(got, expected, float_tol: float | None = None) -> bool:
     """Equality of plain values, tuples equal to lists (both sides are fresh builtins decoded by us).
 
-    Types are compared exactly apart from that: True is not 1, 1.0 is not 1 (unless `float_tol`).
+    Types are compared exactly apart from that and numbers: True is not 1 and "1" is not 1, but an int and a float
+    compare by value as in Python (1.0 == 1), within `float_tol` when the problem sets one.
     """
     if isinstance(got, (list, tuple)) and isinstance(expected, (list, tuple)):
         return len(got) == len(expected) and all(plain_equal(g, e, float_tol) for g, e in zip(got, expected))

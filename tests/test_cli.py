@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from codescaler.cli import main
+from codescaler.cli import VERBS, main
 
 F = "```"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -73,7 +73,7 @@ def test_missing_model_is_one_line(files):
     (tmp / "r.jsonl").write_text(json.dumps({"problem_id": "a", "response": "x"}) + "\n")
     r = run_cli("score", "--problems", str(probs), "--responses", str(tmp / "r.jsonl"),
                 "--model", str(tmp / "no-model"), "--output", str(tmp / "o.jsonl"))
-    assert r.returncode == 2 and "cannot load reward model" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "no-model: no such file or directory" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp / "o.jsonl").exists()
 
 
@@ -94,7 +94,7 @@ def test_over_max_length_sets_truncated_and_resume_skips_done(files, tiny_rm_dir
     (tmp / "r.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp / "o.jsonl"
     out.write_text(json.dumps({**rows[0], "code": "x = 0", "rm_score": 123.0, "reward": 123.0,
-                               "truncated": False}) + "\n")
+                               "truncated": False, "rm_model": os.path.realpath(tiny_rm_dir)}) + "\n")
     args = ["score", "--problems", str(probs), "--responses", str(tmp / "r.jsonl"), "--model", tiny_rm_dir,
             "--output", str(out), "--max-length", "256", "--dtype", "float32"]
     assert main(args) == 0
@@ -105,12 +105,21 @@ def test_over_max_length_sets_truncated_and_resume_skips_done(files, tiny_rm_dir
     assert main(args) == 0 and len(out.read_text().splitlines()) == 3  # nothing left to do
 
 
-def test_help_for_every_built_verb():
+def test_help_for_every_verb_shows_defaults_and_no_format_debris(capsys):
     r = run_cli("--help")
     assert r.returncode == 0 and "score" in r.stdout and "verify" in r.stdout
-    for verb in ("extract", "score"):
-        r = run_cli(verb, "--help")
-        assert r.returncode == 0 and "--output" in r.stdout
+    for verb in VERBS:
+        with pytest.raises(SystemExit) as e:
+            main([verb, "--help"])
+        text = capsys.readouterr().out
+        assert e.value.code == 0 and "option_strings" not in text and "%(" not in text, verb
+    with pytest.raises(SystemExit):
+        main(["score", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: 512)" in text and "(default: 4096)" in text  # --chunk, --max-length
+    with pytest.raises(SystemExit):
+        main(["train-rm", "--help"])
+    assert "~30% slower" in " ".join(capsys.readouterr().out.split())
 
 
 @pytest.mark.slow

@@ -208,3 +208,54 @@ def test_eval_verifies_all_rows_through_one_pool_of_workers(tmp_path, monkeypatc
                  str(tmp_path / "ev"), "--k", "1", "--workers", "1", "--import-header", "lcb"]) == 0
     assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["pass_at_k"] == {"1": 1.0}
     assert len(pools) == 1 and pools[0].workers == 1 and pools[0].import_header == "lcb"
+
+
+def test_eval_reusing_an_output_dir_counts_only_this_runs_responses(tmp_path, capsys):
+    """A second run into the same --output-dir with other responses reports those, not a mix of both runs."""
+    probs = tmp_path / "p.jsonl"
+    _write(probs, [{"id": "A", "prompt": "a", "tests": None}, {"id": "B", "prompt": "b", "tests": None}])
+    good, bad = tmp_path / "good.jsonl", tmp_path / "bad.jsonl"
+    _write(good, [_row(p, s, "passed") for p in "AB" for s in range(2)])
+    _write(bad, [{**_row(p, s, "wrong_answer"), "response": f"other {s}"} for p in "AB" for s in range(2)])
+    out = tmp_path / "ev"
+    base = ["eval", "--problems", str(probs), "--output-dir", str(out), "--k", "1,2"]
+    assert main(base + ["--responses", str(good)]) == 0
+    assert json.loads((out / "metrics.json").read_text())["pass_at_k"]["1"] == 1.0
+    assert main(base + ["--responses", str(bad)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["pass_at_k"] == {"1": 0.0, "2": 0.0} and m["samples"] == 4
+    assert "holds 4 verified responses that are not this run's" in capsys.readouterr().err
+    assert main(["eval", "--problems", str(probs), "--limit", "1", "--output-dir", str(out), "--k", "1",
+                 "--responses", str(good)]) == 0  # another --limit: rows of other problems are not "other runs"
+    assert json.loads((out / "metrics.json").read_text())["samples"] == 2
+
+
+@pytest.mark.parametrize("verdict, message", [
+    ({"status": "bogus"}, "field 'passed' is missing"),
+    ({"status": "bogus", "passed": False, "cases_passed": 0, "cases_total": 1, "seconds": 0.1}, "'bogus'"),
+    ({"status": "wrong_answer", "passed": True, "cases_passed": 1, "cases_total": 1, "seconds": 0.1},
+     "inconsistent verdict"),
+])
+def test_eval_refuses_a_malformed_upstream_verdict_naming_the_line(tmp_path, capsys, verdict, message):
+    probs = tmp_path / "p.jsonl"
+    _write(probs, [{"id": "A", "prompt": "a", "tests": None}])
+    resp = tmp_path / "r.jsonl"
+    _write(resp, [_row("A", 0, "passed"), {**_row("A", 1, "passed"), "verdict": verdict}])
+    rc = main(["eval", "--problems", str(probs), "--responses", str(resp), "--output-dir", str(tmp_path / "ev")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "r.jsonl:2:" in err and message in err and "Traceback" not in err
+    assert not (tmp_path / "ev" / "verified.jsonl").exists()  # nothing half-written to trip the next run
+
+
+def test_eval_counts_only_the_first_n_samples_of_a_larger_earlier_run(tmp_path):
+    """responses.jsonl from an earlier --n 4 run: --n 2 evaluates samples 0 and 1 only, generating nothing."""
+    probs = tmp_path / "p.jsonl"
+    _write(probs, [{"id": "A", "prompt": "a", "tests": None}])
+    out = tmp_path / "ev"
+    out.mkdir()
+    _write(out / "responses.jsonl", [{**_row("A", s, "passed" if s < 2 else "wrong_answer"), "model": "org/policy"}
+                                     for s in range(4)])
+    assert main(["eval", "--problems", str(probs), "--model", "org/policy", "--n", "2", "--k", "1",
+                 "--output-dir", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["samples"] == 2 and m["pass_at_k"]["1"] == 1.0

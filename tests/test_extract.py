@@ -41,6 +41,11 @@ CASES = [
      "import sys\nprint(sum(map(int, sys.stdin.read().split())))",
      "import sys\nprint(sum(map(int, sys.stdin.read().split())))"),
     ("leading indentation of whole block fails ast", f"{F}python\n    x = 1\n{F}", None, "x = 1"),
+    # fence details where SPEC's line rule and the paper's regex part (README: extract)
+    ("closing fence on the code's line", f"{F}python\nx = 1{F}", None, "x = 1"),
+    ("indented fence, as in a markdown list", f"  {F}python\nx = 1\n  {F}", None, "x = 1"),
+    ("space after the tag", f"{F}python \nx = 1\n{F}", "x = 1", None),
+    ("space before the tag", f"{F} python\nx = 1\n{F}", "x = 1", None),
 ]
 
 

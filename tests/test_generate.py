@@ -75,3 +75,13 @@ def test_generate_with_the_real_smollm2_gguf():
                                                                     for s in range(4)]
     assert all(r["response"].strip() for r in rows)
     assert sum("def " in r["response"] for r in rows) >= len(rows) // 2  # an instruct model writes functions
+
+
+def test_resume_refuses_responses_of_another_model(tmp_path):
+    from codescaler.records import UserError
+
+    out = tmp_path / "r.jsonl"
+    out.write_text(json.dumps({"problem_id": "p1", "response": "x", "sample": 0, "model": "org/first"}) + "\n")
+    config = GenerationConfig(model="org/second", n=1)
+    with pytest.raises(UserError, match=r"r.jsonl:1: made with model 'org/first', not 'org/second'"):
+        generate_to_file(PROBLEMS, config, str(out), generator=object())  # refused before any generation

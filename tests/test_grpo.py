@@ -73,8 +73,37 @@ def test_config_errors_say_what_works(tmp_path):
         PolicyConfig(problems="p", policy="m", output_dir="o", epsilon=0.3, epsilon_high=0.2)
     with pytest.raises(ValueError, match="at least 2"):
         PolicyConfig(problems="p", policy="m", output_dir="o", num_generations=1)
-    with pytest.raises(ValueError, match="micro_batch_size dividing"):
+    with pytest.raises(ValueError, match=r"micro_batch_size=4 does not divide; use one of \[1, 2, 3, 6\]"):
         PolicyConfig(problems="p", policy="m", output_dir="o", prompts_per_step=3, num_generations=2, micro_batch_size=4)
+    with pytest.raises(ValueError, match=r"updates_per_batch=3 updates; use one of \[1, 2, 4, 8\]"):
+        PolicyConfig(problems="p", policy="m", output_dir="o", prompts_per_step=2, num_generations=4,
+                     updates_per_batch=3, micro_batch_size=1)
+    for bad, match in (({"temperature": 0.0}, "temperature > 0"), ({"beta": -0.5}, "beta >= 0"),
+                       ({"top_p": 0.0}, "0 < top_p <= 1")):
+        with pytest.raises(ValueError, match=match):
+            PolicyConfig(problems="p", policy="m", output_dir="o", **bad)
+
+
+def test_fewer_problems_than_a_rollout_batch_is_an_error_before_any_loading(env, tmp_path):
+    from codescaler.records import UserError
+
+    with pytest.raises(UserError, match=r"2 problems, but a rollout batch takes --prompts-per-step 4 .* 2 or less"):
+        train_policy(small(env, "rm", tmp_path, prompts_per_step=4), ScorerConfig(model="no/such-model"))
+
+
+def test_no_resume_clears_the_earlier_runs_checkpoints_and_log(tmp_path):
+    from codescaler.grpo import _resume_point
+
+    for step in (1, 3):
+        os.makedirs(tmp_path / f"checkpoint-{step}")
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    (tmp_path / LOG_NAME).write_text("".join(json.dumps({"step": s, "reward": 0.5}) + "\n" for s in (1, 2, 3)))
+    (tmp_path / "other.txt").write_text("kept")
+    cfg = PolicyConfig(problems="p", policy="m", output_dir=str(tmp_path))
+    assert _resume_point(cfg, str(tmp_path / LOG_NAME)).endswith("checkpoint-3")  # the default resumes
+    cfg = PolicyConfig(problems="p", policy="m", output_dir=str(tmp_path), resume=False)
+    assert _resume_point(cfg, str(tmp_path / LOG_NAME)) is None
+    assert sorted(os.listdir(tmp_path)) == ["other.txt"]  # the next default run starts from nothing, too
 
 
 @pytest.mark.parametrize("reward", ["rm", "tests", "hybrid"])

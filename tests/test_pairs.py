@@ -153,6 +153,22 @@ def test_cli_writes_pairs_prints_stats_and_resumes(tmp_path, capsys):
     assert len(open(tmp_path / "pairs.jsonl").readlines()) == 6
 
 
+def test_a_problem_cut_off_mid_write_is_made_again_on_rerun(tmp_path, capsys):
+    from codescaler.cli import main
+
+    _write_inputs(tmp_path)
+    argv = ["pairs", "--problems", str(tmp_path / "problems.jsonl"), "--verified", str(tmp_path / "verified.jsonl"),
+            "--output", str(tmp_path / "pairs.jsonl"), "--max-pairs-per-problem", "3"]
+    assert main(argv) == 0
+    full = open(tmp_path / "pairs.jsonl").readlines()
+    assert [json.loads(x)["problem_pairs"] for x in full] == [3] * 6
+    (tmp_path / "pairs.jsonl").write_text("".join(full[:4]))  # killed after the first line of the second problem
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "1 problems were cut off" in capsys.readouterr().err
+    assert sorted(open(tmp_path / "pairs.jsonl").readlines()) == sorted(full)
+
+
 def test_cli_bad_verdict_is_a_one_line_error(tmp_path, capsys):
     from codescaler.cli import main
 

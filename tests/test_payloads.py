@@ -49,3 +49,18 @@ def test_bodies_are_checked_field_by_field():
     assert parse_reward_request({"query": []}, None, 10) == ([], [])  # OpenRLHF posts empty chunks to spare servers
     with pytest.raises(BadInput, match="labels: is missing"):
         parse_reward_request({"query": [chatml + "x"]}, problems, 10)
+
+
+def test_a_prompt_that_opens_thinking_gives_the_same_code_with_or_without_prompts():
+    """DeepSeek-R1's template ends the prompt in "<think>\\n": the response holds only "</think>". With `prompts`
+    sent (OpenRLHF) or without, the code inside the thinking is dropped the same way."""
+    from codescaler.extract import extract_code
+
+    prompt = "<｜User｜>Write f.<｜Assistant｜><think>\n"
+    response = "Try ```python\nx = (\n``` hmm.\n</think>\nFinal:\n```python\ndef f():\n    return 1\n```"
+    with_prompt = split_query(prompt + response, prompt)
+    without = split_query(prompt + response, None)
+    assert with_prompt[1].startswith("<think>") and without[1].startswith("<think>")
+    assert extract_code(with_prompt[1]) == extract_code(without[1]) == "def f():\n    return 1"
+    closed = "<｜User｜>Write f.<｜Assistant｜><think>\nno</think>\n"  # thinking closed in the prompt: left alone
+    assert split_query(closed + "```python\nx = 1\n```", closed)[1] == "```python\nx = 1\n```"

@@ -306,7 +306,9 @@ def test_mbpp_asserts_become_check_and_reference_passes(tmp_path):
     write_parquet(root / "full/test-00000-of-00001.parquet", mbpp_rows())
     write_configs(root, {"full": ["test"]})
     out = tmp_path / "mbpp.jsonl"
-    assert prepare("--dataset", "mbpp", "--path", root, "--output", out) == 0
+    assert prepare("--dataset", "mbpp", "--path", root, "--output", out, "--report", tmp_path / "r.json") == 0
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["capped_problems"] == 0 and rep["cases_cut_by_cap"] == 0  # one assert test holds all the asserts
     probs = read(out)
     assert [p["tests"]["entry_point"] for p in probs] == ["similar_elements", "is_not_prime"]
     assert "assert is_not_prime(2) == False" in probs[1]["prompt"]

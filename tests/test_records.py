@@ -1,5 +1,6 @@
 import gzip
 import json
+import re
 
 import pytest
 
@@ -100,3 +101,83 @@ def test_verdict_status_enum_and_consistency():
 def test_pair_uses_trl_column_names():
     p = Pair(problem_id="a", prompt="q", chosen="x=1", rejected="x=2")
     assert {"prompt", "chosen", "rejected"} <= set(p.to_dict())
+
+
+GOOD_TESTS = {
+    "stdio": {"kind": "stdio", "cases": [{"input": "1\n", "output": "1\n"}]},
+    "call": {"kind": "call", "fn_name": "f", "cases": [{"args": [1], "expected": 2}]},
+    "assert": {"kind": "assert", "entry_point": "f", "code": "def check(c):\n    assert c(1) == 2\n"},
+}
+
+
+@pytest.mark.parametrize("tests, field_name", [
+    ({"kind": "stdio", "cases": []}, "tests.cases"),  # no case would pass any code
+    ({"kind": "call", "fn_name": "f", "cases": []}, "tests.cases"),
+    ({"kind": "stdio"}, "tests.cases"),
+    ({"kind": "shell", "cases": [{"input": "", "output": ""}]}, "tests.kind"),
+    ({"kind": "stdio", "cases": [{"input": "1\n"}]}, "tests.cases[0].output"),
+    ({"kind": "stdio", "cases": [{"input": 5, "output": "5"}]}, "tests.cases[0].input"),
+    ({"kind": "stdio", "cases": ["1 2"]}, "tests.cases[0]"),
+    ({"kind": "call", "cases": [{"args": [1], "expected": 1}]}, "tests.fn_name"),
+    ({"kind": "call", "fn_name": "f", "cases": [{"args": 1, "expected": 1}]}, "tests.cases[0].args"),
+    ({"kind": "call", "fn_name": "f", "cases": [{"args": [1], "expected": 1}, {"args": [2]}]},
+     "tests.cases[1].expected"),
+    ({"kind": "assert", "entry_point": "f"}, "tests.code"),
+    ({"kind": "assert", "code": "def check(c): pass"}, "tests.entry_point"),
+])
+def test_malformed_tests_are_one_line_errors_naming_the_field(tmp_path, tests, field_name):
+    f = tmp_path / "p.jsonl"
+    write(f, json.dumps({"id": "ok", "prompt": "q", "tests": GOOD_TESTS["stdio"]}) + "\n"
+          + json.dumps({"id": "bad", "prompt": "q", "tests": tests}) + "\n")
+    with pytest.raises(RecordError, match=rf"p.jsonl:2: field '{re.escape(field_name)}' "):
+        read_problems(str(f))
+
+
+@pytest.mark.parametrize("name, value", [("time_limit_s", -1), ("time_limit_s", 0), ("memory_mb", 0),
+                                         ("time_limit_s", True)])
+def test_limits_must_be_positive(tmp_path, name, value):
+    f = tmp_path / "p.jsonl"
+    write(f, json.dumps({"id": "a", "prompt": "q", "tests": GOOD_TESTS["call"], name: value}) + "\n")
+    with pytest.raises(RecordError, match=rf":1: field '{name}'"):
+        read_problems(str(f))
+
+
+def test_each_kind_of_valid_tests_reads(tmp_path):
+    f = tmp_path / "p.jsonl"
+    write(f, "".join(json.dumps({"id": k, "prompt": "q", "tests": t, "time_limit_s": 0.5}) + "\n"
+                     for k, t in GOOD_TESTS.items()) + json.dumps({"id": "none", "prompt": "q", "tests": None}) + "\n")
+    assert sorted(read_problems(str(f))) == ["assert", "call", "none", "stdio"]
+
+
+@pytest.mark.parametrize("name", ["o.jsonl", "o.jsonl.gz"])
+def test_lone_surrogate_is_written_as_an_escape_and_reads_back(tmp_path, name):
+    """A lone surrogate is valid JSON ("\\ud800") but not encodable UTF-8: the line is written ASCII-escaped."""
+    from codescaler.records import write_jsonl
+
+    row = {"problem_id": "a", "response": "x\ud800y é"}
+    with JsonlWriter(str(tmp_path / name)) as out:
+        out.write(row)
+        out.write({"problem_id": "b", "response": "é"})
+    assert [d for _, d in stream_jsonl(str(tmp_path / name))] == [row, {"problem_id": "b", "response": "é"}]
+    write_jsonl(str(tmp_path / ("w" + name)), [row])
+    assert [d for _, d in stream_jsonl(str(tmp_path / ("w" + name)))] == [row]
+
+
+def test_write_jsonl_keeps_gzip_for_gz_paths(tmp_path):
+    from codescaler.records import write_jsonl
+
+    path = tmp_path / "a.jsonl.gz"
+    write_jsonl(str(path), [{"a": 1}])
+    assert gzip.decompress(path.read_bytes()) == b'{"a": 1}\n'
+
+
+def test_refuse_other_run_names_the_line_and_the_flag(tmp_path):
+    from codescaler.records import UserError, refuse_other_run
+
+    out = tmp_path / "o.jsonl"
+    refuse_other_run(str(out), "rm_model", "m1", "--model")  # no file: nothing to check
+    write(out, json.dumps({"rm_model": "m1"}) + "\n" + json.dumps({"rm_model": "m0"}) + "\n")
+    with pytest.raises(UserError, match=r"o.jsonl:2: made with rm_model 'm0', not 'm1'.*the same --model"):
+        refuse_other_run(str(out), "rm_model", "m1", "--model")
+    write(out, json.dumps({"rm_model": "m1"}) + "\n")
+    refuse_other_run(str(out), "rm_model", "m1", "--model")

@@ -94,3 +94,16 @@ def test_cli_scores_whole_responses_through_the_shared_scorer(tmp_path):
 
     assert main(args) == 0  # resume: nothing rescored
     assert len(out.read_text().splitlines()) == 4
+
+
+def test_cli_refuses_to_resume_scores_of_another_model(tmp_path, capsys):
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps([_sample(1, "chat")]))
+    out = tmp_path / "scores.jsonl"
+    out.write_text(json.dumps({"id": 1, "rm_input": "response", "chosen_scores": [-9] * 3,
+                               "rejected_scores": [9] * 3, "rm_model": "someone/else"}) + "\n")
+    model = tiny_model_dir("Qwen3ForSequenceClassification")
+    rc = main(["rm-bench", "--data", str(path), "--model", model, "--output", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "made with rm_model 'someone/else'" in err and "--model" in err
+    assert main(["rm-bench", "--data", str(path), "--model", model, "--output", str(out), "--chunk", "0"]) == 2

@@ -150,6 +150,16 @@ def test_verify_one_and_no_tests():
     assert v.status is Status.SANDBOX_ERROR
 
 
+@pytest.mark.parametrize("tests", [
+    {"kind": "stdio", "cases": []}, {"kind": "call", "fn_name": "f", "cases": []},  # would pass any code
+    {"kind": "stdio", "cases": [{"input": 5, "output": "5"}]}, {"kind": "assert", "entry_point": "f"},
+])
+def test_tests_the_sandbox_cannot_run_are_the_datas_fault_never_a_pass(verifier, tests):
+    """Problems built in code skip read_problems' checks: the sandbox refuses them itself."""
+    v = run(verifier, Problem(id="bad", prompt="", tests=tests), "raise SystemExit(3)")
+    assert v.status is Status.SANDBOX_ERROR and not v.passed and "no runnable tests" in v.detail, v
+
+
 # ---------------------------------------------------------------- forging a pass
 
 EXITS = ["import sys\nsys.exit(0)", "import os\nos._exit(0)"]
@@ -939,3 +949,37 @@ def test_unshare_fallback_runs_honest_code_and_says_it_is_weaker(capfd):
     config = SandboxConfig(workers=1, isolation="unshare", memory_mb=256, max_procs=16)
     v = verify_batch({"add_call": ADD_CALL}, [("add_call", "def add(a, b):\n    return a + b")], config)[0]
     assert v.passed and "weaker" in v.detail
+
+
+@pytest.mark.parametrize("isolation", ["bwrap", "unshare"])
+def test_a_candidate_cannot_read_the_tests_from_the_hosts_disk(isolation, world_readable_dir):
+    """A world-readable tests file on the host: reading it would forge a pass. Neither mode shows the host's
+    files (unshare_root.sh pivots into a root of system directories, as bwrap's is)."""
+    if isolation == "bwrap" and not shutil.which("bwrap"):
+        pytest.skip("no bwrap here")
+    secret = world_readable_dir / "problems.jsonl"
+    secret.write_text(json.dumps({"id": "add_stdio", "tests": ADD_STDIO.tests}) + "\n")
+    os.chmod(secret, 0o644)
+    cheat = (f"import json, os, sys\ndata = sys.stdin.read()\n"
+             f"try:\n    cases = json.loads(open({str(secret)!r}).read())['tests']['cases']\n"
+             f"except OSError as e:\n    print('hidden', e.errno, sorted(os.listdir('/')))\n"
+             f"else:\n    print(next(c['output'] for c in cases if c['input'] == data), end='')\n")
+    with Verifier(SandboxConfig(workers=1, isolation=isolation, memory_mb=256, max_procs=16)) as v:
+        verdict = v.verify(PROBLEMS, [(ADD_STDIO.id, cheat)])[0]
+        seen = v.verify({"p": Problem(id="p", prompt="", tests={"kind": "stdio", "cases": [
+            {"input": "", "output": "x"}]})}, [("p", "import os\nprint(sorted(os.listdir('/')))")])[0]
+    assert verdict.status is Status.WRONG_ANSWER and not verdict.passed, verdict
+    assert secret.exists()  # the host's file is still there: it was hidden, not gone
+    assert seen.status is Status.WRONG_ANSWER  # the listing below is the candidate's output, not a pass
+
+
+def test_the_unshare_root_shows_only_system_directories_and_the_harness():
+    code = ("import os\nraise ValueError(f'root={sorted(os.listdir(\"/\"))} var={sorted(os.listdir(\"/var/tmp\"))} '\n"
+            "                 f'env={sorted(os.environ)}')\n")
+    with Verifier(SandboxConfig(workers=1, isolation="unshare", memory_mb=256, max_procs=16)) as v:
+        detail = v.verify(PROBLEMS, [(ADD_STDIO.id, code)])[0].detail
+    root = set(detail.split("root=")[1].split("]")[0].strip("[").replace("'", "").split(", "))
+    assert {"usr", "tmp", "proc", "dev"} <= root and not root & {"home", "root", "etc", "work", "opt", "srv"}, detail
+    var = detail.split("var=")[1].split("]")[0]
+    assert var.count("codescaler-harness-") == 1 and "," not in var, detail  # the harness's folder alone
+    assert "PWD" not in detail.split("env=")[1], detail

@@ -203,3 +203,41 @@ def test_an_encoding_error_in_the_worker_reaches_the_caller(tiny_rm_dir):
         scorer.score_code([q for q, _ in pairs], [c for _, c in pairs])
     with pytest.raises(ValueError, match="encode_overlap='sometimes'"):
         ScorerConfig(encode_overlap="sometimes")
+
+
+def test_a_max_length_that_cannot_hold_any_code_is_an_error(smollm2_tokenizer):
+    from codescaler.records import UserError
+
+    with pytest.raises(UserError, match="too small to hold the RM chat template and the code's end"):
+        build_rm_input(smollm2_tokenizer, "p", "x = 1", 30)  # SmolLM2's template alone (with its system turn) is 32
+    ids, truncated = build_rm_input(smollm2_tokenizer, "p", "x = 1 + 2 + 3 + 4 + 5 + 6 # END", 36)
+    assert truncated and len(ids) <= 36 and "END" in smollm2_tokenizer.decode(ids)
+
+
+def test_shortening_never_leaves_half_a_character(smollm2_tokenizer):
+    prompt = "日本語の問題文です。" * 200
+    for max_length in range(90, 110):
+        ids, truncated = build_rm_input(smollm2_tokenizer, prompt, "x = 1", max_length)
+        assert truncated and "\ufffd" not in smollm2_tokenizer.decode(ids)
+
+
+def test_non_finite_scores_are_refused_with_advice():
+    from codescaler.records import Scored, UserError
+    from codescaler.scorer import check_finite
+
+    check_finite([Scored(code="x", rm_score=1.0, reward=1.3), Scored(code=None, rm_score=None, reward=0.0)])
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(UserError, match="non-finite score.*--dtype"):
+            check_finite([Scored(code="x", rm_score=bad, reward=bad)])
+
+
+@pytest.mark.parametrize("device, message", [("foo", "use auto, cpu, cuda"), ("cuda", "no CUDA device")])
+def test_bad_devices_are_one_line_errors(device, message):
+    from codescaler.records import UserError
+    from codescaler.scorer import pick_device
+
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(UserError, match=message):
+        pick_device(device)
+    assert pick_device("cpu").type == "cpu"

@@ -120,3 +120,28 @@ def test_end_to_end_smollm2_candidates_verified_scored_selected(tmp_path):
     assert (tmp_path / "chosen.report.png").stat().st_size > 1000
     rows = {(d["selected_by"], d["problem_id"]) for d in map(json.loads, out.read_text().splitlines())}
     assert len(rows) == 4 * 2
+
+
+def test_identical_responses_without_sample_stay_separate_candidates(tmp_path):
+    """SPEC's `sample` is optional: three identical passing responses are three votes, not one."""
+    from codescaler.select import merge_inputs
+
+    def row(code, ok):
+        d = cand("A", 0, ok, code=code)
+        del d["sample"]
+        return d
+
+    rows = [row("x = 0", False), row("x = 1", True), row("x = 1", True), row("x = 1", True)]
+    path = tmp_path / "maj.jsonl"
+    path.write_text("".join(json.dumps(d) + "\n" for d in rows))
+    merged = merge_inputs([str(path), str(path)])  # the same rows from a second file add fields to the same four
+    assert len(merged) == 4
+    groups = group_by_problem(merged)
+    choices, _ = select_all(groups, SelectConfig(by=["majority"]))
+    assert accuracy(groups, choices["majority"]) == 1.0
+
+
+def test_a_nan_reward_never_wins():
+    nan = float("nan")
+    groups = group_by_problem([cand("A", 0, False, nan), cand("A", 1, True, 5.0), cand("A", 2, False, nan)])
+    assert select_all(groups, SelectConfig(by=["rm"]))[0]["rm"] == {"A": 1}

@@ -440,3 +440,23 @@ def test_cli_serve_without_any_model_is_one_line_error(tmp_path, monkeypatch, ca
     assert cli_main(["serve", "--port", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("codescaler serve: error: no --model given") and "\n" not in err
+
+
+def test_cli_serve_on_a_taken_port_fails_before_loading_the_model(tmp_path, capsys):
+    import socket
+
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    port = busy.getsockname()[1]
+    try:  # the model does not exist: had it been loaded first, its error would be the one reported
+        assert cli_main(["serve", "--port", str(port), "--model", str(tmp_path / "no-such-rm")]) == 2
+    finally:
+        busy.close()
+    err = capsys.readouterr().err
+    assert f"cannot listen on 127.0.0.1:{port}" in err and "no-such-rm" not in err
+
+
+def test_server_config_refuses_a_nan_body_limit():
+    with pytest.raises(ValueError, match="max_body_mb=nan"):
+        ServerConfig(max_body_mb=float("nan"))

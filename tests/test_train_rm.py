@@ -131,6 +131,22 @@ def test_split_by_problem_holds_out_whole_problems():
     assert split_by_problem(pairs, 0.2, seed=1) == (train, held)
 
 
+def test_split_by_problem_always_leaves_a_problem_to_train():
+    train, held = split_by_problem(toy_pairs(2, 2), 0.8, seed=0)  # round(0.8 x 2) = 2 would hold out both
+    assert len({p.problem_id for p in train}) == 1 and len({p.problem_id for p in held}) == 1
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"warmup_ratio": 1.0}, r"warmup_ratio=1.0; use a fraction of the updates in \[0, 1\)"),
+    ({"warmup_ratio": -0.1}, "warmup_ratio"),
+    ({"lr_scheduler": "bogus"}, "lr_scheduler='bogus'; use one of cosine, linear"),
+    ({"margin_by_pass_rate": True}, "set --margin > 0 too"),
+])
+def test_config_errors_say_what_works(bad, match):
+    with pytest.raises(ValueError, match=match):
+        TrainRMConfig(pairs="p", base_model="m", output_dir="o", **bad)
+
+
 def test_accuracy_and_length_baseline_known_answers():
     assert pairwise_accuracy([1.0, 2.0, 0.0, 5.0], [0.0, 3.0, 0.0, 1.0]) == pytest.approx(0.625)
     assert length_baseline([[1, 2, 3], [1]], [[1], [1, 2]]) == 0.5

@@ -75,6 +75,13 @@ def test_the_tests_reward_takes_the_import_header_from_extra_info():
                          reward="tests")["score"] == 0.0
 
 
+def test_the_tests_reward_needs_no_problem_prompt():
+    row = {"problem_id": "p0"}  # the tests reward never shows the problem to an RM
+    assert compute_score("codescaler", F.ANSWERS["add"][0], json.dumps(F.ADD_TESTS), row, reward="tests")["score"] == 1.0
+    with pytest.raises(ValueError, match="no problem_prompt"):
+        compute_score("codescaler", F.ANSWERS["add"][0], json.dumps(F.ADD_TESTS), row, reward="hybrid")
+
+
 def test_prepare_data_rows_carry_what_the_plugin_reads():
     import importlib.util
 

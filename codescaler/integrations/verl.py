@@ -64,10 +64,12 @@ def reward_fn(reward: str, model, reward_url, max_length: int, device: str, dtyp
     return make_reward(reward, scorer, url=reward_url, extraction=extraction, timeout=float(timeout))
 
 
-def problem_of(ground_truth: Any, extra_info: dict | None, row: int, with_tests: bool = True) -> Problem:
-    """The Problem behind one verl row: prompt from extra_info, tests from ground_truth (JSON or empty)."""
+def problem_of(ground_truth: Any, extra_info: dict | None, row: int, with_tests: bool = True,
+               with_prompt: bool = True) -> Problem:
+    """The Problem behind one verl row: prompt from extra_info (needed unless the reward is tests alone, which
+    never reads it), tests from ground_truth (JSON or empty)."""
     info = extra_info if isinstance(extra_info, dict) else {}
-    prompt = next((info[k] for k in PROMPT_KEYS if isinstance(info.get(k), str)), None)
+    prompt = next((info[k] for k in PROMPT_KEYS if isinstance(info.get(k), str)), None if with_prompt else "")
     if prompt is None:
         raise ValueError("codescaler verl plug-in: extra_info has no problem_prompt (the problem text the RM sees); "
                          "write the data with examples/verl/prepare_data.py or add extra_info.problem_prompt")
@@ -91,7 +93,9 @@ def compute_score_batch(data_sources: Sequence, solution_strs: Sequence[str], gr
     if not len(data_sources) == len(solution_strs) == len(ground_truths) == len(extra_infos):
         raise ValueError("data_sources, solution_strs, ground_truths and extra_infos differ in length")
     with_tests = opts["reward"] != "rm"  # the rm reward never reads ground_truth (any format is fine there)
-    problems = [problem_of(gt, ei, i, with_tests) for i, (gt, ei) in enumerate(zip(ground_truths, extra_infos))]
+    with_prompt = opts["reward"] != "tests"
+    problems = [problem_of(gt, ei, i, with_tests, with_prompt)
+                for i, (gt, ei) in enumerate(zip(ground_truths, extra_infos))]
     fn = reward_fn(**opts)
     return [_verl_result(r) for r in fn.results(problems, [str(s) for s in solution_strs])] if problems else []
 
@@ -105,7 +109,7 @@ async def compute_score_async(data_source, solution_str: str, ground_truth, extr
                               **options) -> dict:
     """The same as a coroutine; remote calls overlap, so `codescaler serve` batches them together."""
     opts = _options(options)
-    problem = problem_of(ground_truth, extra_info, 0, opts["reward"] != "rm")
+    problem = problem_of(ground_truth, extra_info, 0, opts["reward"] != "rm", opts["reward"] != "tests")
     fn = reward_fn(**opts)
     client = getattr(getattr(fn, "rm", fn), "client", None)
     if client is None or problem.tests is not None:  # in-process RM or the sandbox: off the event loop
