@@ -145,8 +145,8 @@ class Launch:
         argv = ["unshare", "--user", "--map-root-user", "--net", "--pid", "--fork", "--kill-child", "--ipc", "--uts",
                 "--mount", "--mount-proc", "--propagation", "private", "/bin/sh",
                 os.path.join(self.tmpdir, os.path.basename(UNSHARE_ROOT)), self.rootdir, str(self.config.disk_mb),
-                ":".join(shown), *py, os.path.join(self.tmpdir, os.path.basename(HARNESS_MAIN)), str(control_fd), host_ns, pin,
-                header, *extra]
+                ":".join(shown), *py, os.path.join(self.tmpdir, os.path.basename(HARNESS_MAIN)), str(control_fd),
+                host_ns, pin, header, *extra]
         return subprocess.Popen(argv, pass_fds=[control_fd], cwd=self.tmpdir, **kw)
 
     def close(self):
