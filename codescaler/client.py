@@ -19,6 +19,7 @@ import random
 import time
 from typing import Sequence
 
+from codescaler.payloads import rm_prompts, text_of
 from codescaler.records import Scored
 
 ENDPOINTS = ("/score", "/get_reward", "/health", "/metrics")
@@ -55,10 +56,6 @@ def _body(payload: dict | None) -> dict:
             "headers": {"Content-Type": "application/json"}}
 
 
-def _text_of(x, role: str) -> str:
-    from codescaler.scorer import text_of  # the scorer module imports torch only lazily
-
-    return text_of(x, role)
 
 
 class RewardClient:
@@ -72,7 +69,9 @@ class RewardClient:
         """
         url: the server (`http://127.0.0.1:5000`; a full `/get_reward` URL works too).
         timeout: seconds per attempt (connect, send, wait for the answer).
-        retries: extra attempts after the first, for transport errors and `retry_statuses`.
+        retries: extra attempts after the first, for connection errors and `retry_statuses` (busy; a proxy
+            between; a 500, which may pass, e.g. out of memory on one merged batch); a read timeout is raised at
+            once, since the server may still be scoring that batch and a retry would send it again.
         backoff, max_backoff: the n-th retry waits about backoff * 2**n seconds (jittered), at most max_backoff.
         max_items_per_request: longer lists go in several requests (the server's default cap is 8192).
         max_connections: most requests in flight at once from the async API; more concurrent calls wait their
@@ -120,6 +119,10 @@ class RewardClient:
             raise RewardServerError(f"{response.request.url.path}: expected a JSON object, got {body!r:.200}")
         return body
 
+    def _timed_out(self, path: str, e) -> RewardServerError:
+        return RewardServerError(f"{self.url}{path}: no answer within {self.timeout.read} s ({type(e).__name__}); "
+                                 "not retried, since the server may still be scoring it: raise the timeout")
+
     def _give_up(self, path: str, last: str) -> RewardServerError:
         return RewardServerError(f"{self.url}{path}: failed {self.retries + 1} times; last error: {last}")
 
@@ -136,7 +139,9 @@ class RewardClient:
                     return body
                 last, retry_after = f"HTTP {response.status_code}: {response.text[:300]}", \
                     response.headers.get("retry-after")
-            except httpx.TransportError as e:  # connect/read/write errors and timeouts
+            except httpx.ReadTimeout as e:
+                raise self._timed_out(path, e) from None
+            except httpx.TransportError as e:  # connect/write errors, a dropped connection
                 last = f"{type(e).__name__}: {e}"
             if attempt < self.retries:
                 time.sleep(self._delay(attempt, retry_after))
@@ -178,6 +183,8 @@ class RewardClient:
                     return body
                 last, retry_after = f"HTTP {response.status_code}: {response.text[:300]}", \
                     response.headers.get("retry-after")
+            except httpx.ReadTimeout as e:
+                raise self._timed_out(path, e) from None
             except httpx.TransportError as e:
                 last = f"{type(e).__name__}: {e}"
             if attempt < self.retries:
@@ -247,9 +254,10 @@ class RewardClient:
         return self._request("GET", "/metrics")
 
     def __call__(self, prompts: Sequence, completions: Sequence, completion_ids=None, **kwargs) -> list[float]:
-        """TRL reward-function signature (plain or conversational), like `RewardScorer.__call__`."""
-        return [s.reward for s in self.score([_text_of(p, "user") for p in prompts],
-                                             [_text_of(c, "assistant") for c in completions])]
+        """TRL reward-function signature (plain or conversational), like `RewardScorer.__call__`: the RM sees the
+        `problem_prompt` column when the dataset has one."""
+        return [s.reward for s in self.score(rm_prompts(prompts, kwargs),
+                                             [text_of(c, "assistant") for c in completions])]
 
     def close(self) -> None:
         self._sync.close()
@@ -285,10 +293,10 @@ class RewardClient:
         return await self._arequest("GET", "/metrics")
 
     async def aclose(self) -> None:
+        """Close the async pools; the sync client stays usable (`close()` ends it)."""
         for client in self._async:
             await client.aclose()
         self._async = []
-        self._sync.close()
 
     async def __aenter__(self):
         return self

@@ -25,12 +25,16 @@ def fn_name_line(fn_name: str) -> str:
     return f"Define a function `{fn_name}` (or a method `{fn_name}` of a class `Solution`); it is called directly."
 
 
+def entry_point_line(name: str) -> str:
+    return f"Define a top-level function `{name}`; the tests call it by that name."
+
+
 def policy_prompt(statement: str, starter_code: str | None = None, stdin: bool = False,
-                  fn_name: str | None = None) -> str:
+                  fn_name: str | None = None, entry_point: str | None = None) -> str:
     """The prompt the policy sees for a problem statement (and optional starter code).
 
-    `fn_name` (call-based tests) is named only when neither the statement nor
-    the starter code already shows it.
+    `fn_name` (call-based tests) or `entry_point` (assert tests, which import or call that function) is named
+    only when neither the statement nor the starter code already shows it.
     """
     parts = [INSTRUCTION]
     if stdin:
@@ -38,9 +42,10 @@ def policy_prompt(statement: str, starter_code: str | None = None, stdin: bool =
     parts.append(statement.strip())
     if starter_code and starter_code.strip() and starter_code.strip() not in statement:
         parts.append(STARTER_LINE + "\n```python\n" + starter_code.rstrip() + "\n```")
-    shown = re.compile(r"\b" + re.escape(fn_name) + r"\s*\(") if fn_name else None
+    name = fn_name or entry_point
+    shown = re.compile(r"\b" + re.escape(name) + r"\s*\(") if name else None
     if shown and not shown.search(statement) and not shown.search(starter_code or ""):
-        parts.append(fn_name_line(fn_name))
+        parts.append(fn_name_line(fn_name) if fn_name else entry_point_line(entry_point))
     return "\n\n".join(parts) + "\n"
 
 

@@ -9,7 +9,7 @@ one still scores 1.0). It is dropped when the best score reaches `threshold`
 with at least `min_shared` shared n-grams.
 
 N-grams that appear in more than `boilerplate_frac` of the eval problems (and
-in at least 3) are prompt boilerplate ("read the input from standard input"),
+in more than 3) are prompt boilerplate ("read the input from standard input"),
 not content, and are ignored; so are the fixed lines `policy_prompt` adds.
 """
 

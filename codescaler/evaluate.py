@@ -111,8 +111,11 @@ def benchmark_problems(name: str, output_dir: str, path: str | None = None, spli
     if name not in DATASETS:
         raise UserError(f"--benchmark {name!r}: use one of {', '.join(DATASETS)}, or pass --problems FILE")
     out = os.path.join(output_dir, "problems.jsonl")
-    prepare(PrepareConfig(dataset=name, output=out, path=path, split=split),
-            log=lambda msg: print(msg, file=sys.stderr))
+    try:
+        cfg = PrepareConfig(dataset=name, output=out, path=path, split=split)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    prepare(cfg, log=lambda msg: print(msg, file=sys.stderr))
     return list(read_problems(out).values())
 
 
@@ -217,7 +220,8 @@ def add_cli(p) -> None:
 
 def cli_main(args) -> int:
     from codescaler.generate import generate_to_file, generation_config_from_args
-    from codescaler.records import JsonlWriter, RecordError, pending, read_problems, read_responses, stream_jsonl
+    from codescaler.records import (JsonlWriter, check_verdict, pending, read_problems, read_responses,
+                                    stream_jsonl)
 
     try:
         ks = sorted({int(k) for k in args.k.split(",") if k.strip()})
@@ -246,13 +250,7 @@ def cli_main(args) -> int:
     if args.responses:
         rows = []
         for line, d in read_responses(args.responses):
-            if isinstance(d.get("verdict"), dict):  # verified upstream: checked now, not when metrics need it
-                try:
-                    Verdict.from_dict(d["verdict"], args.responses, line)
-                except RecordError:
-                    raise
-                except ValueError as e:  # an unknown status, or passed=true without a pass
-                    raise RecordError(args.responses, line, "verdict", str(e)) from None
+            check_verdict(d, args.responses, line)  # verified upstream: checked now, not when metrics need it
             rows.append(d)
         unknown = sorted({d["problem_id"] for d in rows} - set(problems))
         if unknown and not args.limit:

@@ -43,7 +43,10 @@ class PolicyConfig:
         "help": "rm: softplus(RM) on extracted code; tests: 1 if all tests pass in the sandbox; "
                 "hybrid: tests where a problem has them, RM where tests is null"})
     reward_url: str | None = field(default=None, metadata={
-        "help": "score with a `codescaler serve` at this URL instead of loading the RM in-process (rm/hybrid)"})
+        "help": "score with a `codescaler serve` at this URL instead of loading the RM in-process (rm/hybrid); "
+                "the server's own --model, --shaping and --extraction then apply to the RM"})
+    reward_timeout: float = field(default=600.0, metadata={
+        "help": "seconds a --reward-url call may wait for its answer (a call that times out is not sent again)"})
     num_generations: int = field(default=8, metadata={"help": "rollouts per prompt, the GRPO group (verl rollout.n)"})
     prompts_per_step: int = field(default=128, metadata={
         "help": "prompts per rollout batch (verl data.train_batch_size); completions = this x num_generations"})
@@ -79,6 +82,8 @@ class PolicyConfig:
                 raise ValueError(f"{name}={getattr(self, name)!r}; use one of {', '.join(allowed)}")
         if self.reward_url and self.reward == "tests":
             raise ValueError("reward_url is for the RM; --reward tests runs no RM: drop --reward-url or use rm/hybrid")
+        if not self.reward_timeout > 0:
+            raise ValueError(f"reward_timeout={self.reward_timeout}; use seconds > 0 (default 600)")
         if self.num_generations < 2:
             raise ValueError(f"num_generations={self.num_generations}: GRPO needs a group of at least 2 (reference: 8)")
         for name in ("prompts_per_step", "updates_per_batch", "micro_batch_size", "max_completion_length"):
@@ -221,7 +226,8 @@ def reward_log_callback(path: str):
 
     class RewardLog(TrainerCallback):
         def __init__(self):
-            self.t0 = time.perf_counter()
+            done = read_reward_log(path)  # a resumed run goes on counting from its log's last time
+            self.t0 = time.perf_counter() - (done[-1].get("seconds", 0.0) if done else 0.0)
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not state.is_world_process_zero or not logs or "reward" not in logs:
@@ -320,7 +326,7 @@ def train_policy(cfg: PolicyConfig, scorer: ScorerConfig | None = None) -> dict:
         from codescaler import sandbox
 
         sandbox_config = sandbox.SandboxConfig(workers=cfg.sandbox_workers)
-    reward = make_reward(cfg.reward, None if cfg.reward_url else scorer, url=cfg.reward_url,
+    reward = make_reward(cfg.reward, None if cfg.reward_url else scorer, url=cfg.reward_url, timeout=cfg.reward_timeout,
                          problems={p.id: p for p in problems}, sandbox_config=sandbox_config,
                          extraction=scorer.extraction)
 
@@ -366,6 +372,13 @@ def add_cli(p) -> None:
 
 def cli_main(args) -> int:
     scorer = scorer_config_from_args(args)  # for tests too: its --extraction picks the code that runs
+    if args.reward_url:  # the server scores with its own RM options: refuse ones that would be ignored
+        default = ScorerConfig()
+        ignored = [f"--{name.replace('_', '-')}" for name in vars(default)
+                   if name != "extraction" and getattr(scorer, name) != getattr(default, name)]
+        if ignored:
+            raise UserError(f"--reward-url scores with the server's RM, so {', '.join(ignored)} would be ignored: "
+                            "drop them here (set them on `codescaler serve`)")
     try:
         cfg = PolicyConfig(**{f.name: getattr(args, f.name) for f in fields(PolicyConfig)})
     except ValueError as e:

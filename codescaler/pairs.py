@@ -29,7 +29,7 @@ from typing import Callable, Sequence
 from codescaler.extract import MODES as EXTRACTION_MODES
 from codescaler.extract import extract_code
 from codescaler.mutate import KINDS, counts_as_failure, synthesize_negatives
-from codescaler.records import Pair, Problem, RecordError, Verdict
+from codescaler.records import Pair, Problem, Verdict, check_verdict
 
 GROUP_KEY = "problem_pairs"  # on each written pair: how many pairs its problem has (resume checks it)
 
@@ -107,10 +107,8 @@ def candidates_from(rows: Sequence[tuple[str, int, dict]], extraction: str, stat
         if d.get("verdict") is None:
             stats["skipped_response: no verdict (not verified)"] += 1
             continue
-        try:
-            v = Verdict.from_dict(d["verdict"], path, line)
-        except ValueError as e:
-            raise RecordError(path, line, "verdict", str(e)) from None
+        check_verdict(d, path, line)
+        v = Verdict.from_dict(d["verdict"], path, line)
         if v.status.value == "sandbox_error":
             stats["skipped_response: sandbox_error (infrastructure, not wrong code)"] += 1
             continue
@@ -269,11 +267,7 @@ def cli_main(args) -> int:
     problems = read_problems(args.problems)
     verified = [(args.verified, n, d) for n, d in read_responses(args.verified, problems)]
     for path, n, d in verified:  # validate every verdict before doing any work
-        if d.get("verdict") is not None:
-            try:
-                Verdict.from_dict(d["verdict"], path, n)
-            except ValueError as e:
-                raise RecordError(path, n, "verdict", str(e)) from None
+        check_verdict(d, path, n)
     done = _done_problems(args.output)
     todo = [row for row in verified if row[2]["problem_id"] not in done]
     with contextlib.ExitStack() as stack:

@@ -1,8 +1,10 @@
-"""What the reward server accepts: the /score and /get_reward bodies, checked field by field.
+"""What reward calls receive: the server's /score and /get_reward bodies, checked field by field, and TRL's
+prompts and completions.
 
 `/score` takes SPEC records; `/get_reward` takes OpenRLHF's remote-RM payload, whose queries are the policy
 prompt plus the response under the policy's chat template (`split_query`, `problem_statement`). Every
-problem is a `BadInput` that names the field, answered 4xx by `codescaler.server`.
+problem is a `BadInput` that names the field, answered 4xx by `codescaler.server`. A TRL reward call gives
+plain or conversational prompts/completions and the dataset's columns (`rm_prompts`, `text_of`).
 """
 
 from __future__ import annotations
@@ -223,3 +225,24 @@ def parse_reward_request(body: dict, problems: dict | None, max_items: int) -> t
             texts.append(problem_statement(policy_prompt))
         responses.append(response)
     return texts, responses
+
+
+# ---------------------------------------------------------------- TRL reward calls
+
+
+def rm_prompts(prompts: Sequence, columns: dict) -> list[str]:
+    """The problem text the RM sees for each row of a TRL reward call: the dataset's `problem_prompt` column when
+    there is one (the policy's prompt may wrap the problem in instructions), else the prompt's last user turn.
+    Every TRL callable (RewardScorer, RewardClient, codescaler.rewards) reads it here."""
+    texts = columns.get("problem_prompt") or [None] * len(prompts)
+    return [t if isinstance(t, str) else text_of(p, "user") for p, t in zip(prompts, texts)]
+
+
+def text_of(x, role: str) -> str:
+    """Plain text of a TRL prompt/completion: a string, or the last `role` message of a conversation."""
+    if isinstance(x, str):
+        return x
+    if isinstance(x, dict):
+        return str(x.get("content", ""))
+    msgs = [m for m in x if isinstance(m, dict) and m.get("role") == role] or list(x)
+    return str(msgs[-1].get("content", "")) if msgs else ""

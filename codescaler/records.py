@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import json
 import os
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
@@ -203,10 +204,10 @@ def stream_jsonl(path: str, tolerate_torn_tail: bool = False) -> Iterator[tuple[
     path = str(path)
     if not os.path.exists(path):
         raise RecordError(path, None, None, "no such file")
-    opener = gzip.open if path.endswith(".gz") else open
     try:
-        with opener(path, "rb") as f:
-            for n, raw in enumerate(f, 1):
+        with open(path, "rb") as f:
+            lines = _gzip_lines(f) if path.endswith(".gz") else f
+            for n, raw in enumerate(lines, 1):
                 if not raw.strip():
                     continue
                 torn = not raw.endswith(b"\n")
@@ -223,8 +224,53 @@ def stream_jsonl(path: str, tolerate_torn_tail: bool = False) -> Iterator[tuple[
                 if not isinstance(obj, dict):
                     raise RecordError(path, n, None, f"expected a JSON object, got {type(obj).__name__}")
                 yield n, obj
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
+    except _TornGzip:
+        if not tolerate_torn_tail:
+            raise RecordError(path, None, None, "is cut off: its last gzip member has no end (a killed writer)") from None
+    except (OSError, EOFError, zlib.error) as e:
         raise RecordError(path, None, None, f"cannot be read ({e})") from None
+
+
+class _TornGzip(Exception):
+    """The last gzip member of a file ends without its trailer: a writer was killed mid-line or mid-member."""
+
+
+def _gzip_lines(f) -> Iterator[bytes]:
+    """The complete lines of every gzip member in binary file `f`, decompressed as they stream; raises _TornGzip
+    (after the last complete line) when the last member is cut off. gzip.open would lose the lines a killed
+    writer had already flushed, since it refuses the whole read that meets the missing end."""
+    unzip, fed, parts = zlib.decompressobj(wbits=31), False, []  # parts: the current line so far
+    while chunk := f.read(1 << 16):
+        while chunk:
+            data, fed, start = unzip.decompress(chunk), True, 0
+            while (end := data.find(b"\n", start)) >= 0:
+                parts.append(data[start:end + 1])
+                yield b"".join(parts)
+                parts, start = [], end + 1
+            parts.append(data[start:])
+            chunk = b""
+            if unzip.eof:  # the next member (an appending run) starts in what this one left over
+                chunk, unzip, fed = unzip.unused_data, zlib.decompressobj(wbits=31), False
+    if fed:
+        raise _TornGzip()
+    if any(parts):
+        yield b"".join(parts)
+
+
+def check_verdict(d: dict, path: str, line: int | None) -> None:
+    """A row's `verdict`, when it has one, must be SPEC's Verdict: else a RecordError naming the file and line
+    (eval, select and pairs read verdicts that another run wrote)."""
+    v = d.get("verdict")
+    if v is None:
+        return
+    if not isinstance(v, dict):
+        raise RecordError(path, line, "verdict", f"must be an object, got {type(v).__name__}")
+    try:
+        Verdict.from_dict(v, path, line)
+    except RecordError:
+        raise
+    except ValueError as e:  # an unknown status, or passed=true without a pass
+        raise RecordError(path, line, "verdict", str(e)) from None
 
 
 def read_records(path: str, cls) -> list:
@@ -317,8 +363,11 @@ class JsonlWriter:
 
 
 def _cut_torn_tail(path: str) -> None:
-    """Drop a final line without newline (plain files only; gzip members are whole or unreadable)."""
-    if path.endswith(".gz") or not os.path.exists(path) or os.path.getsize(path) == 0:
+    """Drop a final line without newline, or from a .gz file the cut-off member's partial line."""
+    if not os.path.exists(path) or os.path.getsize(path) == 0:
+        return
+    if path.endswith(".gz"):
+        _repair_gzip(path)
         return
     with open(path, "rb+") as f:
         f.seek(0, os.SEEK_END)
@@ -336,6 +385,29 @@ def _cut_torn_tail(path: str) -> None:
                 return
             pos -= step
         f.truncate(0)
+
+
+def _repair_gzip(path: str) -> None:
+    """Rewrite (atomically) a .gz output whose last member a killed writer cut off, keeping its complete lines;
+    appending a new member after a cut one would leave both unreadable."""
+    try:
+        with open(path, "rb") as f:
+            for _ in _gzip_lines(f):
+                pass
+        return  # whole
+    except _TornGzip:
+        pass
+    except zlib.error as e:
+        raise RecordError(path, None, None, f"cannot be read ({e})") from None
+    tmp = f"{path}.tmp.{os.getpid()}.gz"
+    with open(path, "rb") as f, gzip.open(tmp, "wb") as out:
+        try:
+            for line in _gzip_lines(f):
+                if line.endswith(b"\n"):
+                    out.write(line)
+        except _TornGzip:
+            pass
+    os.replace(tmp, path)
 
 
 def response_key(d: dict) -> tuple:

@@ -32,7 +32,8 @@ from typing import Any, Sequence
 
 from codescaler.extract import extract_code
 from codescaler.records import Problem, Scored, Status, UserError
-from codescaler.scorer import RewardScorer, ScorerConfig, text_of
+from codescaler.payloads import rm_prompts, text_of
+from codescaler.scorer import RewardScorer, ScorerConfig
 
 REWARDS = ("rm", "tests", "hybrid")
 
@@ -69,7 +70,7 @@ def problems_for(prompts: Sequence, kwargs: dict, problems: dict[str, Problem] |
     """The Problem behind each row of a TRL reward call, from `problems` or from the dataset columns."""
     n = len(prompts)
     ids = kwargs.get("problem_id") or [None] * n
-    texts = kwargs.get("problem_prompt") or [None] * n
+    texts = rm_prompts(prompts, kwargs)
     tests = kwargs.get("tests")
     headers = kwargs.get("import_header") or [None] * n
     out = []
@@ -78,8 +79,7 @@ def problems_for(prompts: Sequence, kwargs: dict, problems: dict[str, Problem] |
         if problems is not None and pid in problems:
             out.append(problems[pid])
             continue
-        out.append(Problem(id=str(pid if pid is not None else f"row-{i}"),
-                           prompt=texts[i] if texts[i] is not None else text_of(prompts[i], "user"),
+        out.append(Problem(id=str(pid if pid is not None else f"row-{i}"), prompt=texts[i],
                            tests=parse_tests(tests[i]) if tests is not None else None,
                            extra={"import_header": headers[i]} if headers[i] else {}))
     return out

@@ -31,6 +31,7 @@ from typing import Callable, Iterator
 CHUNK = 1 << 20
 SPOOL_BYTES = 32 << 20
 DEFAULT_MAX_DECODED_BYTES = 8 << 30
+REPEAT_FLOOR = 64 << 20  # bytes that memo repeats may add to a pickle's value whatever its size
 
 
 class UnsafePickleError(ValueError):
@@ -79,6 +80,12 @@ def safe_unpickle(f, stream_strings_over: int | None = None):
     """
     stack: list = []
     memo: dict[int, object] = {}
+    here = f.tell()
+    size = f.seek(0, 2) - here
+    f.seek(here)
+    # a memo GET repeats a string without its bytes: 2000 GETs of one 500 KB string are 1 GB once json-encoded,
+    # from a blob of under 1 KB. Repeats may add at most the pickle's own size (or 64 MiB) to the value.
+    repeat_budget = max(REPEAT_FLOOR, size)
 
     def take(n: int) -> bytes:
         b = f.read(n)
@@ -179,6 +186,10 @@ def safe_unpickle(f, stream_strings_over: int | None = None):
             if not isinstance(v, (str, _Slice)):
                 raise UnsafePickleError(f"pickle repeats a {type(v).__name__} (shared or cyclic containers are "
                                         f"refused) at byte {at}")
+            repeat_budget -= v.length if isinstance(v, _Slice) else len(v)
+            if repeat_budget < 0:
+                raise BlobError(f"pickle repeats strings beyond {max(REPEAT_FLOOR, size)} bytes (a memo bomb) "
+                                f"at byte {at}")
             stack.append(real(v))
         else:
             name = _REFUSED_NAMES.get(op, f"0x{op:02x}")

@@ -236,7 +236,8 @@ def import_header(problem: Problem, config: SandboxConfig) -> str:
 def _no_test_verdict(problem: Problem | None, code: str | None, config: SandboxConfig) -> Verdict | None:
     if code is None:
         return verdicts.make(Status.NO_CODE, 0, _cases_total(problem), 0.0, "no code extracted")
-    bad = tests_error(problem.tests) if problem is not None and problem.tests is not None else ("tests", "are null")
+    bad = ("problem", "is unknown (not among the problems given)") if problem is None else \
+        ("tests", "are null") if problem.tests is None else tests_error(problem.tests)
     if bad is not None:  # the data's fault, never the candidate's (read_problems refuses these up front)
         return verdicts.make(Status.SANDBOX_ERROR, 0, 0, 0.0, f"the problem has no runnable tests: {' '.join(bad)}")
     header = import_header(problem, config)
@@ -244,6 +245,11 @@ def _no_test_verdict(problem: Problem | None, code: str | None, config: SandboxC
         return verdicts.make(Status.SANDBOX_ERROR, 0, _cases_total(problem), 0.0,
                              f"the problem's import_header {header!r} is none of {forker.HEADERS}")
     return None
+
+
+def _check_problems(problems) -> None:
+    if not isinstance(problems, dict) or not all(isinstance(p, Problem) for p in problems.values()):
+        raise TypeError("problems must be a dict {problem id: Problem}, e.g. codescaler.records.read_problems(path)")
 
 
 def _cases_total(problem: Problem | None) -> int:
@@ -308,6 +314,7 @@ class Verifier:
 
     def imap(self, problems: dict[str, Problem], items: Iterable[tuple[str, str | None]]) -> Iterator[Verdict]:
         """Verdicts for (problem_id, code or None) items, yielded in input order as they finish."""
+        _check_problems(problems)
         futures = [self._pool.submit(self._one, problems.get(pid), code) for pid, code in items]
         try:
             for f in futures:
@@ -319,6 +326,7 @@ class Verifier:
     def verify(self, problems: dict[str, Problem], items: list[tuple[str, str | None]],
                progress: Callable[[int], None] | None = None) -> list[Verdict]:
         """A list of verdicts in input order; `progress(n)` is called after each one."""
+        _check_problems(problems)
         if progress is None:  # this thread sleeps until the last one (no wake-up, nor GIL hand-off, per verdict)
             futures = [self._pool.submit(self._one, problems.get(pid), code) for pid, code in items]
             try:

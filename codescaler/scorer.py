@@ -29,6 +29,7 @@ from codescaler.extract import MODES as EXTRACTION_MODES
 from codescaler.extract import extract_code
 from codescaler.packing import NAME as PACKED_ATTENTION
 from codescaler.packing import can_trim_last_layer, full_attention_only, packed_last_hidden, use_varlen_attention
+from codescaler.payloads import rm_prompts, text_of
 from codescaler.records import Scored, UserError
 from codescaler.sharing import plan_groups, prefix_groups, shared_inputs
 from codescaler.shaping import MODES as SHAPING_MODES
@@ -523,8 +524,9 @@ class RewardScorer:
         return out
 
     def __call__(self, prompts: Sequence, completions: Sequence, completion_ids=None, **kwargs) -> list[float | None]:
-        """TRL reward-function signature; conversational prompts use their last user turn."""
-        return [s.reward for s in self.score([text_of(p, "user") for p in prompts],
+        """TRL reward-function signature: the RM sees the `problem_prompt` column when the dataset has one, else
+        the prompt's last user turn."""
+        return [s.reward for s in self.score(rm_prompts(prompts, kwargs),
                                              [text_of(c, "assistant") for c in completions])]
 
 
@@ -535,16 +537,6 @@ def check_finite(scored: Sequence[Scored]) -> None:
     if bad is not None:
         raise UserError(f"the reward model produced a non-finite score ({bad}); check the checkpoint and --dtype "
                         "(float16 overflows where bfloat16 or float32 do not)")
-
-
-def text_of(x, role: str) -> str:
-    """Plain text of a TRL prompt/completion: a string, or the last `role` message of a conversation."""
-    if isinstance(x, str):
-        return x
-    if isinstance(x, dict):
-        return str(x.get("content", ""))
-    msgs = [m for m in x if isinstance(m, dict) and m.get("role") == role] or list(x)
-    return str(msgs[-1].get("content", "")) if msgs else ""
 
 
 # ---------------------------------------------------------------- CLI

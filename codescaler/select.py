@@ -242,12 +242,16 @@ def verify_rows_timed(problems, rows: list[dict], workers: int, timeout: float, 
 
 def merge_inputs(paths: list[str], problems=None) -> list[dict]:
     """Rows of several responses files merged per response (problem, sample, text): later files add fields."""
-    from codescaler.records import read_responses
+    from codescaler.records import RecordError, check_verdict, read_responses
 
     merged: dict[tuple, dict] = {}
     for path in paths:
         seen: Counter = Counter()  # the j-th repeat of a response in one file is the j-th in the others
-        for _, d in read_responses(path, problems):
+        for line, d in read_responses(path, problems):
+            check_verdict(d, path, line)
+            r = d.get("reward")
+            if r is not None and (isinstance(r, bool) or not isinstance(r, (int, float))):
+                raise RecordError(path, line, "reward", f"must be a number, got {type(r).__name__}")
             key = response_key(d)
             seen[key] += 1
             key = (*key, seen[key])

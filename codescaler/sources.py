@@ -65,7 +65,8 @@ def _problem(ctx: Ctx, pid: str, statement: str, conv: Converted | None, starter
     tests = conv.tests if conv else None
     kind = tests["kind"] if tests else None
     prompt = policy_prompt(statement, starter, stdin=kind == "stdio",
-                           fn_name=tests.get("fn_name") if kind == "call" else None)
+                           fn_name=tests.get("fn_name") if kind == "call" else None,
+                           entry_point=tests.get("entry_point") if kind == "assert" else None)
     meta = {"revision": ctx.revision, "dataset": ctx.dataset, "split": ctx.split, "role": ctx.role}
     if conv:
         meta["tests_total"] = conv.total
@@ -78,8 +79,11 @@ def _problem(ctx: Ctx, pid: str, statement: str, conv: Converted | None, starter
 def _convert(fn: Callable[[], Converted]) -> Converted:
     try:
         return fn()
-    except (BlobError, UnsafePickleError) as e:
-        raise TestFormatError(f"test blob: {e}") from None
+    except TestFormatError:
+        raise
+    except (BlobError, UnsafePickleError, RecursionError, OverflowError, ValueError, EOFError, MemoryError) as e:
+        # a corrupt or hostile blob (JSON nested 5000 deep, a length of 2**64) is the problem's, not the run's
+        raise TestFormatError(f"test blob: {type(e).__name__}: {str(e)[:160]}") from None
 
 
 # ---------------------------------------------------------------- converters
@@ -103,8 +107,10 @@ def lcb_tests(public: str | None, private: str | None, fn_name: str | None, ctx:
                 streams.append(lcb_blob_stream(blob, ctx.max_blob_bytes))
         return _convert(lambda: from_case_list(chain.from_iterable(s.iter_array() for s in streams),
                                                ctx.max_tests, fn_name))
-    except (BlobError, UnsafePickleError) as e:
-        raise TestFormatError(f"test blob: {e}") from None
+    except TestFormatError:
+        raise
+    except (BlobError, UnsafePickleError, RecursionError, OverflowError, ValueError, EOFError, MemoryError) as e:
+        raise TestFormatError(f"test blob: {type(e).__name__}: {str(e)[:160]}") from None
     finally:
         for s in streams:
             s.close()
@@ -211,18 +217,24 @@ SPECS: dict[str, Spec] = {
 
 def lcb_data_files(release: str) -> list[str]:
     """`release_vN` -> test.jsonl .. testN.jsonl (cumulative); `vN` -> only testN.jsonl; `vN_vM` -> N..M."""
-    r = release.strip().lower()
+    r, last = release.strip().lower(), len(LCB_FILES)
+    if r == "release_latest":  # LiveCodeBench's own name for the newest cumulative release
+        return list(LCB_FILES)
     try:
         if r.startswith("release_v"):
-            return LCB_FILES[:int(r[len("release_v"):])]
-        if "_" in r and r.startswith("v"):
-            a, b = (int(x.lstrip("v")) for x in r.split("_"))
-            return LCB_FILES[a - 1:b]
-        if r.startswith("v"):
-            return [LCB_FILES[int(r[1:]) - 1]]
-    except (ValueError, IndexError):
-        pass
-    raise UserError(f"unknown LiveCodeBench release {release!r}; use release_v1..release_v6, v1..v6 or v4_v6")
+            a, b = 1, int(r[len("release_v"):])
+        elif "_" in r and r.startswith("v"):
+            a, b = (int(x.removeprefix("v")) for x in r.split("_"))
+        elif r.startswith("v"):
+            a = b = int(r[1:])
+        else:
+            a, b = 0, -1
+    except ValueError:
+        a, b = 0, -1
+    if 1 <= a <= b <= last:
+        return LCB_FILES[a - 1:b]
+    raise UserError(f"unknown LiveCodeBench release {release!r}; use release_v1..release_v{last}, release_latest, "
+                    f"v1..v{last} or vN_vM with N <= M (e.g. v4_v{last})")
 
 
 def iter_rows(dataset: str, source: str, split: str, revision: str | None, path: str | None,

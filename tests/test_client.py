@@ -139,13 +139,26 @@ class SlowScorer:
         return self.inner.score(prompts, responses, progress)
 
 
-def test_timeout_ends_the_call(scorer):
-    app = create_app(SlowScorer(scorer, 1.0), ServerConfig(port=0, max_wait_ms=0), model_name="slow")
-    with BackgroundServer(app) as srv, RewardClient(srv.url, timeout=0.2, retries=1, backoff=0.01) as client:
+def test_timeout_ends_the_call_without_sending_the_batch_again(scorer):
+    slow = SlowScorer(scorer, 1.0)
+    app = create_app(slow, ServerConfig(port=0, max_wait_ms=0), model_name="slow")
+    with BackgroundServer(app) as srv, RewardClient(srv.url, timeout=0.2, retries=3, backoff=0.01) as client:
         t0 = time.perf_counter()
-        with pytest.raises(RewardServerError, match="failed 2 times; last error: ReadTimeout"):
+        with pytest.raises(RewardServerError, match="no answer within 0.2 s.*not retried"):
             client.score([PROMPTS[0]], [RESPONSES[0]])
-        assert time.perf_counter() - t0 < 1.5
+        assert time.perf_counter() - t0 < 0.9
+
+        async def run():
+            async with RewardClient(srv.url, timeout=0.2, retries=3, backoff=0.01) as aclient:
+                return await aclient.ascore([PROMPTS[0]], [RESPONSES[0]])
+
+        with pytest.raises(RewardServerError, match="not retried"):
+            asyncio.run(run())
+        deadline = time.monotonic() + 10
+        while sum(metrics_count(srv.url, "/score").values()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)  # the server finishes scoring both abandoned requests
+        time.sleep(0.5)
+        assert sum(metrics_count(srv.url, "/score").values()) == 2  # each batch was sent once, never again
 
 
 def test_overloaded_503_honours_retry_after_then_succeeds(scorer):
@@ -177,3 +190,13 @@ def test_overloaded_503_honours_retry_after_then_succeeds(scorer):
         first.join(30)
         second.join(30)
         srv.stop()
+
+
+def test_aclose_leaves_the_sync_client_usable(server):
+    async def run(client):
+        await client.ahealth()
+        await client.aclose()
+
+    with RewardClient(server.url) as client:
+        asyncio.run(run(client))
+        assert client.health()["status"] == "ok"

@@ -91,6 +91,15 @@ def test_fewer_problems_than_a_rollout_batch_is_an_error_before_any_loading(env,
         train_policy(small(env, "rm", tmp_path, prompts_per_step=4), ScorerConfig(model="no/such-model"))
 
 
+def test_reward_url_refuses_rm_options_the_server_would_ignore(capsys):
+    from codescaler.cli import main
+
+    rc = main(["train-policy", "--problems", "p.jsonl", "--policy", "m", "--output-dir", "o", "--reward", "rm",
+               "--reward-url", "http://127.0.0.1:9", "--model", "/some/rm", "--shaping", "none"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--model, --shaping would be ignored" in err
+
+
 def test_no_resume_clears_the_earlier_runs_checkpoints_and_log(tmp_path):
     from codescaler.grpo import _resume_point
 
@@ -128,12 +137,15 @@ def test_grpo_runs_changes_the_policy_and_logs(env, reward, tmp_path):
 def test_resume_continues_from_the_last_checkpoint(env, tmp_path):
     scorer = ScorerConfig(model=env["rm"], max_length=256)
     train_policy(small(env, "rm", tmp_path, max_steps=1, num_generations=4, micro_batch_size=4), scorer)
-    with open(tmp_path / LOG_NAME, "a") as f:  # a step logged after the last checkpoint, as if killed mid-save
+    rows = read_reward_log(str(tmp_path / LOG_NAME))
+    with open(tmp_path / LOG_NAME, "w") as f:  # step 1 as if it had taken 1000 s; then a step logged after the
+        f.write(json.dumps({**rows[0], "seconds": 1000.0}) + "\n")  # last checkpoint, as if killed mid-save
         f.write(json.dumps({"step": 2, "reward": 9.0}) + "\n")
     out = train_policy(small(env, "rm", tmp_path, max_steps=2, num_generations=4, micro_batch_size=4), scorer)
     assert out["steps"] == 2
     rows = read_reward_log(str(tmp_path / LOG_NAME))
     assert [r["step"] for r in rows] == [1, 2] and rows[1]["reward"] != 9.0
+    assert rows[1]["seconds"] > 1000.0  # cumulative across the resume, not restarted at 0
 
 
 def test_trl_plugin_inside_grpotrainer(env, tmp_path):

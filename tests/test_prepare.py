@@ -453,3 +453,111 @@ def test_decontamination_separates_reworded_from_unrelated():
     # HumanEval/56 and /61 are near-twins (bracketing with "<>" vs "()"); the rewording of 56 matches 61 best.
     assert [p.id for m, p in zip(planted, he) if m.eval_id != p.id] == ["HumanEval/56"]
     assert max(m.score if m else 0.0 for m in unrelated) < 0.3
+
+
+def test_deepcoder_data_files_need_their_source(deepcoder_dir, tmp_path, capsys):
+    files = [str(deepcoder_dir / "taco/train-00000-of-00001.parquet")]
+    out = tmp_path / "o.jsonl"
+    assert prepare("--dataset", "deepcoder", "--data-files", *files, "--output", out, "--no-decontaminate") == 2
+    assert "name the files' --source" in capsys.readouterr().err and not out.exists()
+    assert prepare("--dataset", "deepcoder", "--data-files", *files, "--source", "taco", "--output", out,
+                   "--no-decontaminate") == 0
+    assert [p["id"] for p in read(out)] == ["deepcoder/taco/train/0", "deepcoder/taco/train/1"]  # once each
+
+
+def test_memo_bombs_and_corrupt_blobs_drop_the_problem_not_the_run(tmp_path):
+    """A < 1 KB pickle whose memo repeats one 500 KB string 2000 times, JSON nested 5000 deep, and a string
+    length of 2**64 - 1: each problem is dropped with its reason, the others are written."""
+    import struct
+
+    from codescaler.safe_decode import BlobError, lcb_blob_stream
+
+    def s(text):
+        b = text.encode()
+        return b"X" + struct.pack("<I", len(b)) + b
+
+    def case(first):  # {input: S, output: S, testtype: stdin}, S memoised once as memo 0
+        if first:
+            return b"}(" + s("input") + b"q\x01" + s("x" * 500_000) + b"q\x00" + s("output") + b"q\x02h\x00" \
+                + s("testtype") + b"q\x04" + s("stdin") + b"q\x03u"
+        return b"}(h\x01h\x00h\x02h\x00h\x04h\x03u"
+
+    bomb = b"\x80\x02](" + case(True) + case(False) * 1999 + b"e."
+    bomb_blob = base64.b64encode(zlib.compress(bomb, 9)).decode()
+    assert len(bomb_blob) < 2000
+    with pytest.raises(BlobError, match="memo bomb"):
+        for _ in lcb_blob_stream(bomb_blob).iter_array():
+            pass
+    deep = base64.b64encode(zlib.compress(pickle.dumps("[" * 5000 + "]" * 5000))).decode()
+    overflow = base64.b64encode(zlib.compress(b"\x80\x04\x8d" + struct.pack("<Q", 2**64 - 1))).decode()
+    root = tmp_path / "lcb"
+    write_jsonl(root / "test.jsonl", [lcb_row("bomb", "2024-01-01", private=bomb_blob),
+                                      lcb_row("deep", "2024-01-01", private=deep),
+                                      lcb_row("overflow", "2024-01-01", private=overflow),
+                                      lcb_row("good", "2024-01-01")])
+    out = tmp_path / "o.jsonl"
+    assert prepare("--dataset", "lcb", "--path", root, "--release", "v1", "--output", out,
+                   "--report", tmp_path / "r.json") == 0
+    assert [p["id"] for p in read(out)] == ["lcb/good"]
+    dropped = json.loads((tmp_path / "r.json").read_text())["dropped"]
+    assert sum(dropped.values()) == 3 and all(r.startswith("no usable tests: test blob") for r in dropped), dropped
+
+
+def test_malformed_rows_are_dropped_and_counted_and_all_malformed_is_an_error(tmp_path, capsys):
+    cf = tmp_path / "cf.jsonl"
+    good = {"id": "1/A", "contest_id": 1, "index": "A", "title": "Sum", "description": "Add.",
+            "input_format": "Two ints.", "output_format": "Their sum.", "note": None, "examples": [],
+            "official_tests": [{"input": i, "output": o} for i, o in ADD_CASES], "official_tests_complete": True,
+            "time_limit": 1.0, "memory_limit": 256.0, "interaction_format": None, "input_mode": "stdio",
+            "generated_checker": None, "rating": 800}
+    write_jsonl(cf, [{**good, "memory_limit": "256 megabytes"}, good])
+    out = tmp_path / "o.jsonl"
+    assert prepare("--dataset", "codeforces", "--data-files", cf, "--output", out, "--no-decontaminate") == 0
+    err = capsys.readouterr().err
+    assert [p["id"] for p in read(out)] == ["codeforces/1/A"]
+    assert "dropped 1: malformed row" in err and "ValueError" in err and "Traceback" not in err
+    write_jsonl(cf, [{**good, "memory_limit": "256 megabytes"}])
+    assert prepare("--dataset", "codeforces", "--data-files", cf, "--output", tmp_path / "o2.jsonl") == 2
+    assert "every row was malformed" in capsys.readouterr().err and not (tmp_path / "o2.jsonl").exists()
+    (tmp_path / "empty.jsonl").write_text("")
+    assert prepare("--dataset", "codeforces", "--data-files", tmp_path / "empty.jsonl", "--output",
+                   tmp_path / "o3.jsonl") == 2
+    err = capsys.readouterr().err.strip()
+    assert "cannot read" in err and len(err.splitlines()) == 1 and not (tmp_path / "o3.jsonl").exists()
+
+
+def test_kodcode_prompt_names_the_function_its_tests_call(tmp_path):
+    kc = tmp_path / "kodcode"
+    test_code = "from solution import longest_run\n\ndef test_it():\n    assert longest_run([1, 1, 2]) == 2\n"
+    write_parquet(kc / "data/train-00000-of-00001.parquet", [{
+        "version": "V1", "style": "instruct", "subset": "Leetcode", "question_id": "Leetcode_2",
+        "question": "Given a list of integers, return the length of the longest run of equal values.",
+        "solution": "def longest_run(xs):\n    return 2\n", "test": test_code,
+        "test_info": [{"function_name": "longest_run", "parameter_list": "(xs)",
+                       "function_declaration": "def longest_run(xs):", "docstring": None}], "gpt_difficulty": "easy"}])
+    out = tmp_path / "kc.jsonl"
+    assert prepare("--dataset", "kodcode", "--path", kc, "--output", out, "--no-decontaminate") == 0
+    (p,) = read(out)
+    assert "`longest_run`" in p["prompt"] and "Solution" not in p["prompt"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--release", "v0"], "unknown LiveCodeBench release"),
+    (["--release", "release_v9"], "unknown LiveCodeBench release"),
+    (["--release", "v3_v1"], "unknown LiveCodeBench release"),
+    (["--start-date", "2024-8-1"], "use YYYY-MM-DD"),
+    (["--end-date", "2024/08/01"], "use YYYY-MM-DD"),
+])
+def test_lcb_release_and_dates_are_checked(tmp_path, capsys, args, message):
+    root = tmp_path / "lcb"
+    write_jsonl(root / "test.jsonl", [lcb_row("a", "2024-09-15")])
+    assert prepare("--dataset", "lcb", "--path", root, "--output", tmp_path / "o.jsonl", *args) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "o.jsonl").exists()
+
+
+def test_release_latest_and_dates_only_for_lcb(tmp_path, capsys):
+    from codescaler.sources import LCB_FILES, lcb_data_files
+
+    assert lcb_data_files("release_latest") == LCB_FILES and lcb_data_files("v2_v3") == LCB_FILES[1:3]
+    assert prepare("--dataset", "mbpp", "--start-date", "2024-01-01", "--output", tmp_path / "o.jsonl") == 2
+    assert "use --dataset lcb" in capsys.readouterr().err

@@ -181,3 +181,26 @@ def test_refuse_other_run_names_the_line_and_the_flag(tmp_path):
         refuse_other_run(str(out), "rm_model", "m1", "--model")
     write(out, json.dumps({"rm_model": "m1"}) + "\n")
     refuse_other_run(str(out), "rm_model", "m1", "--model")
+
+
+def test_a_killed_gzip_writer_loses_only_its_partial_line_and_the_file_resumes(tmp_path):
+    """gzip.open refuses the whole read that meets a member without its end; the lines a killed writer had
+    flushed are still there, and the next writer repairs the file before appending its own member."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "o.jsonl.gz"
+    code = (f"import os\nfrom codescaler.records import JsonlWriter\nw = JsonlWriter({str(path)!r})\n"
+            "for i in range(500):\n    w.write({'i': i})\n"
+            "w._f.write('{\"i\": 500, \"pa')\nw._f.flush()\nos._exit(0)\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    with pytest.raises(RecordError, match="is cut off"):
+        list(stream_jsonl(str(path)))
+    assert [d["i"] for _, d in stream_jsonl(str(path), tolerate_torn_tail=True)] == list(range(500))
+    assert len(pending([{"i": i} for i in range(600)], str(path), key=lambda d: (d["i"],))) == 100
+    with JsonlWriter(str(path)) as out:
+        out.write({"i": "next"})
+    assert [d["i"] for _, d in stream_jsonl(str(path))] == list(range(500)) + ["next"]
+    with JsonlWriter(str(path)) as out:  # a whole file: a second member appended, both read
+        out.write({"i": "after"})
+    assert [d["i"] for _, d in stream_jsonl(str(path))][-2:] == ["next", "after"]

@@ -114,3 +114,20 @@ def test_remote_rm_through_codescaler_serve(scorer):
     with BackgroundServer(create_app(scorer, ServerConfig(port=0))) as srv:
         remote = make_reward("rm", url=srv.url)
         assert remote(prompts, responses) == pytest.approx(local, rel=1e-5)
+
+
+def test_every_trl_callable_sees_the_problem_prompt_column(scorer):
+    """RMReward, RewardScorer and RewardClient give the same rewards for one TRL call: all read `problem_prompt`
+    (the policy's prompt wraps the problem in instructions the RM never saw in training)."""
+    from codescaler.client import RewardClient
+    from codescaler.server import BackgroundServer, ServerConfig, create_app
+
+    prompts = [chat("user", "Solve in Python, in one fenced block.\n\n" + FREE)] * 2
+    completions = [chat("assistant", DOUBLE), chat("assistant", DOUBLE.replace("2 * x", "x + x"))]
+    columns = {"problem_prompt": [FREE, FREE]}
+    want = RMReward(scorer)(prompts, completions, **columns)
+    assert want == pytest.approx(scorer([FREE] * 2, completions), rel=1e-6)  # the column, not the wrapped turn
+    assert want != pytest.approx(scorer(prompts, completions), rel=1e-6)
+    assert scorer(prompts, completions, **columns) == pytest.approx(want, rel=1e-6)
+    with BackgroundServer(create_app(scorer, ServerConfig(port=0))) as srv, RewardClient(srv.url) as client:
+        assert client(prompts, completions, **columns) == pytest.approx(want, rel=1e-5)

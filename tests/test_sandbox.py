@@ -150,6 +150,13 @@ def test_verify_one_and_no_tests():
     assert v.status is Status.SANDBOX_ERROR
 
 
+def test_an_unknown_problem_is_named_and_problems_must_be_a_dict(verifier):
+    v = verifier.verify(PROBLEMS, [("nope", "print(1)")])[0]
+    assert v.status is Status.SANDBOX_ERROR and "problem is unknown" in v.detail
+    with pytest.raises(TypeError, match=r"dict \{problem id: Problem\}"):
+        verifier.verify(list(PROBLEMS.values()), [("add_call", "x = 1")])
+
+
 @pytest.mark.parametrize("tests", [
     {"kind": "stdio", "cases": []}, {"kind": "call", "fn_name": "f", "cases": []},  # would pass any code
     {"kind": "stdio", "cases": [{"input": 5, "output": "5"}]}, {"kind": "assert", "entry_point": "f"},

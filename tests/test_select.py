@@ -145,3 +145,16 @@ def test_a_nan_reward_never_wins():
     nan = float("nan")
     groups = group_by_problem([cand("A", 0, False, nan), cand("A", 1, True, 5.0), cand("A", 2, False, nan)])
     assert select_all(groups, SelectConfig(by=["rm"]))[0]["rm"] == {"A": 1}
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"verdict": {"status": "bogus"}}, "passed"), ({"verdict": {"status": "bogus", "passed": True}}, "cases_passed"),
+    ({"verdict": "passed"}, "verdict"), ({"reward": "high"}, "reward"),
+])
+def test_malformed_signals_are_one_line_errors_naming_the_line(tmp_path, capsys, change, field):
+    path = tmp_path / "v.jsonl"
+    path.write_text(json.dumps(cand("A", 0, True, 1.0)) + "\n"
+                    + json.dumps({**cand("A", 1, True, 1.0), **change}) + "\n")
+    rc = main(["select", "--responses", str(path), "--by", "tests", "--output", str(tmp_path / "o.jsonl")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "v.jsonl:2:" in err and f"'{field}'" in err and not (tmp_path / "o.jsonl").exists()
