@@ -290,6 +290,18 @@ def install_default_model(rm_dir: str) -> str:
     return target
 
 
+def _pair_sources(path: str) -> str:
+    """Where the RM's pairs came from (with a tiny policy, mostly canonical code against its mutants)."""
+    if not os.path.exists(path):
+        return ""
+    rows = [d for _, d in stream_jsonl(path)]
+    policy_chosen = sum(isinstance(d.get("chosen_sample"), int) and d["chosen_sample"] >= 0 for d in rows)
+    mutant = sum(str(d.get("rejected_source", "")).startswith("mutant") for d in rows)
+    return (f"Its {len(rows)} pairs: the chosen code is a policy sample in {policy_chosen} (canonical in the rest); "
+            f"the rejected one is a verified-failing mutant in {mutant} and a failing policy sample in "
+            f"{len(rows) - mutant}.")
+
+
 def write_report(config: DemoConfig, stages: list[dict], verified: dict) -> str:
     """report.md in the run directory: stage times, labels, RM quality, best-of-N and GRPO results."""
     run = config.run_dir
@@ -314,7 +326,8 @@ def write_report(config: DemoConfig, stages: list[dict], verified: dict) -> str:
         with open(rm_metrics, encoding="utf-8") as f:
             summary = json.load(f)
         lines += ["", "## Reward model (train-rm, LoRA on SmolLM2-135M)", "",
-                  "Eval pairs are from train-split problems held out of RM training (split by problem).", "",
+                  "Eval pairs are from train-split problems held out of RM training (split by problem).",
+                  _pair_sources(os.path.join(run, "pairs.jsonl")), "",
                   "```", format_summary(summary).strip(), "```"]
     for name, title in (("report_select.md", "Best-of-N on held-out problems: policy samples + canonical + mutants"),
                         ("report_select_same_style.md", "Best-of-N on held-out problems: canonical + its mutants only")):

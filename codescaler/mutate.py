@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import random
+import re
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -48,7 +49,9 @@ class _Source:
 
     def __init__(self, code: str):
         self.code = code
-        self.lines = code.splitlines(keepends=True)
+        # the tokenizer's line ends only: str.splitlines also splits on \x0c, \x1c-\x1e, \x85, \u2028..., which
+        # would put every edit after one of them in the wrong place
+        self.lines = re.split(r"(?<=\n)|(?<=\r)(?!\n)", code)
         self.starts = [0]
         for line in self.lines:
             self.starts.append(self.starts[-1] + len(line))
@@ -167,24 +170,27 @@ def mutants(code: str, kinds: Sequence[str] = KINDS) -> list[Mutant]:
         raise ValueError(f"unknown mutation kinds {sorted(unknown)}; use any of {KINDS}")
     try:
         tree = ast.parse(code)
-    except (SyntaxError, ValueError):
+        original_dump = ast.dump(tree)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # too deeply nested to parse: no mutants
         return []
-    original_dump = ast.dump(tree)
     src = _Source(code)
     out, seen = [], set()
-    for kind, start, end, replacement in _edits(tree, src):
-        if kind not in kinds:
-            continue
-        new = code[:start] + replacement + code[end:]
-        if new in seen:
-            continue
-        try:
-            if ast.dump(ast.parse(new)) == original_dump:
+    try:
+        for kind, start, end, replacement in _edits(tree, src):
+            if kind not in kinds:
                 continue
-        except (SyntaxError, ValueError):
-            continue
-        seen.add(new)
-        out.append(Mutant(kind, new, start, end, code[start:end], replacement))
+            new = code[:start] + replacement + code[end:]
+            if new in seen:
+                continue
+            try:
+                if ast.dump(ast.parse(new)) == original_dump:
+                    continue
+            except (SyntaxError, ValueError):
+                continue
+            seen.add(new)
+            out.append(Mutant(kind, new, start, end, code[start:end], replacement))
+    except RecursionError:
+        return out
     return out
 
 

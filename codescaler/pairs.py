@@ -30,6 +30,7 @@ from codescaler.extract import MODES as EXTRACTION_MODES
 from codescaler.extract import extract_code
 from codescaler.mutate import KINDS, counts_as_failure, synthesize_negatives
 from codescaler.records import Pair, Problem, Verdict, check_verdict
+from codescaler.sandbox import add_sandbox_args
 
 GROUP_KEY = "problem_pairs"  # on each written pair: how many pairs its problem has (resume checks it)
 
@@ -87,7 +88,7 @@ def normalise(code: str) -> str:
     """Dedup key: the AST, so formatting, comments and blank lines do not make codes distinct."""
     try:
         return ast.dump(ast.parse(code))
-    except (SyntaxError, ValueError):
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # e.g. a chain of 1,200 `x +` terms
         return code.strip()
 
 
@@ -173,11 +174,17 @@ def problem_pairs(problem: Problem, rows: Sequence[tuple[str, int, dict]], confi
     if config.synthesize_negatives and chosen and len(rejected) < config.synthesize_negatives:
         if verify is None:
             raise ValueError("synthesize_negatives needs a verify function")
-        passing = [c.code for c in chosen if c.passed] or [c.code for c in chosen]
+        originals = [c for c in chosen if c.passed] or list(chosen)
+        # a mutant's failure shows wrong code only where its original does as well as it did: in another sandbox
+        # (a module the tests import missing, a tighter limit) every mutant would "fail", equivalent ones too
+        passing = [c.code for c, v in zip(originals, verify(problem, [c.code for c in originals]))
+                   if v.passed or pass_rate(v) >= c.pass_rate]
+        if not passing:
+            stats["no mutants: the passing code does not pass in this sandbox (see --extra-paths, --timeout)"] += 1
         known = {normalise(c.code) for c in cands}
         got = synthesize_negatives(passing, lambda codes: verify(problem, codes),
                                    config.synthesize_negatives - len(rejected), seed=rng.randrange(2**31),
-                                   kinds=config.mutation_kinds)
+                                   kinds=config.mutation_kinds) if passing else []
         stats["mutants verified failing"] += len(got)
         for m, v in got:
             key = normalise(m.code)
@@ -256,6 +263,7 @@ def add_cli(p) -> None:
     p.add_argument("--output", required=True, help="pairs JSONL(.gz) to append to; a rerun skips problems already there")
     add_config_args(p, PairsConfig, choices={"rule": RULES, "extraction": EXTRACTION_MODES,
                                              "mutation_kinds": KINDS})
+    add_sandbox_args(p.add_argument_group("sandbox (--synthesize-negatives runs the mutants): as for verify"))
 
 
 def cli_main(args) -> int:
@@ -274,7 +282,7 @@ def cli_main(args) -> int:
         verify = None
         if config.synthesize_negatives:  # one pool of warm sandboxed workers for every problem's mutants
             try:
-                verify = sandbox_verify(stack.enter_context(sandbox.Verifier(sandbox.SandboxConfig())))
+                verify = sandbox_verify(stack.enter_context(sandbox.Verifier(sandbox.sandbox_config_from_args(args))))
             except sandbox.SandboxUnavailable as e:
                 raise UserError(f"--synthesize-negatives needs the sandbox: {e}") from None
         out = stack.enter_context(JsonlWriter(args.output))

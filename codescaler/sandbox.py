@@ -373,19 +373,36 @@ def verify_one(problem: Problem, code: str | None, config: SandboxConfig | None 
 # ---------------------------------------------------------------- CLI
 
 
-def add_cli(p) -> None:
-    from codescaler.extract import MODES
-
+def add_sandbox_args(p) -> None:
+    """The sandbox's options, shared by every verb that runs code (verify, pairs --synthesize-negatives)."""
     help_ = config_help()
-    p.add_argument("--problems", required=True, help="problems JSONL(.gz) with tests")
-    p.add_argument("--responses", required=True, help="responses JSONL(.gz): {problem_id, response, ...}")
-    p.add_argument("--output", required=True, help="JSONL(.gz) to append to (responses plus `verdict`); a rerun resumes")
     p.add_argument("--workers", type=int, default=None, help=help_["workers"])
     p.add_argument("--timeout", type=float, default=5.0, help=help_["timeout_s"] + " (default 5)")
     p.add_argument("--memory-mb", type=int, default=1024, help=help_["memory_mb"] + " (default 1024)")
     p.add_argument("--isolation", choices=ISOLATIONS, default="auto", help=help_["isolation"])
     p.add_argument("--extra-paths", nargs="*", default=[], help=help_["extra_paths"])
     p.add_argument("--import-header", choices=IMPORT_HEADERS, default="problem", help=help_["import_header"])
+
+
+def sandbox_config_from_args(args) -> SandboxConfig:
+    from codescaler.records import UserError
+
+    try:
+        return SandboxConfig(**{k: v for k, v in dict(
+            workers=args.workers, timeout_s=args.timeout, memory_mb=args.memory_mb, isolation=args.isolation,
+            extra_paths=tuple(args.extra_paths), import_header=args.import_header).items()
+            if v is not None})
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+def add_cli(p) -> None:
+    from codescaler.extract import MODES
+
+    p.add_argument("--problems", required=True, help="problems JSONL(.gz) with tests")
+    p.add_argument("--responses", required=True, help="responses JSONL(.gz): {problem_id, response, ...}")
+    p.add_argument("--output", required=True, help="JSONL(.gz) to append to (responses plus `verdict`); a rerun resumes")
+    add_sandbox_args(p)
     p.add_argument("--extraction", choices=MODES, default="syntax",
                    help="how code is taken from the response: syntax (SPEC rule, default) or reference (the paper's)")
 
@@ -398,13 +415,7 @@ def cli_main(args) -> int:
     problems = read_problems(args.problems)
     rows = [d for _, d in read_responses(args.responses, problems)]
     todo = pending(rows, args.output)
-    try:
-        config = SandboxConfig(**{k: v for k, v in dict(
-            workers=args.workers, timeout_s=args.timeout, memory_mb=args.memory_mb, isolation=args.isolation,
-            extra_paths=tuple(args.extra_paths), import_header=args.import_header).items()
-            if v is not None})
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    config = sandbox_config_from_args(args)
     with JsonlWriter(args.output) as out:
         if todo:
             items = [(d["problem_id"], extract_code(d["response"], args.extraction)) for d in todo]

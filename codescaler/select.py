@@ -184,7 +184,8 @@ def curve_sizes(max_n: int) -> list[int]:
 
 def best_of_n_curve(groups: dict[str, list[dict]], strategies: list[str], trials: int, seed: int,
                     extraction: str = "syntax") -> dict:
-    """Mean accuracy of each strategy (and the oracle) on random size-N subsets of each problem's candidates."""
+    """Mean accuracy of each strategy (and the oracle) on random size-N subsets of each problem's candidates;
+    `random`'s is its expectation on each subset (the passing share), not a draw."""
     max_n = min(len(c) for c in groups.values())
     sizes = curve_sizes(max_n)
     codes = {pid: [normalise_code(c) if (c := code_of(d, extraction)) is not None else None for d in cands]
@@ -199,8 +200,11 @@ def best_of_n_curve(groups: dict[str, list[dict]], strategies: list[str], trials
                 sub = [cands[i] for i in idx]
                 sub_codes = [codes[pid][i] for i in idx] if codes else []
                 for s in strategies:
-                    hits[s] += passed(sub[pick(s, sub, sub_codes, seed, pid, rng)]) / \
-                        (trials if size < len(cands) else 1)
+                    if s == "random":  # its expectation on this subset, exactly (one draw at N = all is noise)
+                        won = sum(passed(d) for d in sub) / len(sub)
+                    else:
+                        won = passed(sub[pick(s, sub, sub_codes, seed, pid, rng)])
+                    hits[s] += won / (trials if size < len(cands) else 1)
                 hits["oracle"] += any(passed(d) for d in sub) / (trials if size < len(cands) else 1)
         for s in acc:
             acc[s].append(hits[s] / len(groups))

@@ -17,7 +17,7 @@ from codescaler.data import policy_prompt
 from codescaler.records import Problem, UserError
 from codescaler.safe_decode import DEFAULT_MAX_DECODED_BYTES, BlobError, UnsafePickleError, lcb_blob_stream
 from codescaler.testcases import (Converted, TestFormatError, fn_name_from_starter, from_case_list, from_io_lists,
-                                  from_json_text, mbpp_check, pytest_check)
+                                  from_json_text, imported_names, mbpp_check, pytest_check)
 
 DEEPCODER_SPLITS = {"lcbv5": ("train", "test"), "primeintellect": ("train",), "taco": ("train",),
                     "codeforces": ("test",)}
@@ -193,7 +193,11 @@ def codeforces_row(row: dict, index: int, ctx: Ctx) -> Problem:
 
 def kodcode_row(row: dict, index: int, ctx: Ctx) -> Problem:
     info = _json_field(row.get("test_info"), []) or []
-    entry = next((t.get("function_name") for t in info if isinstance(t, dict) and t.get("function_name")), None)
+    named = [t.get("function_name") for t in info if isinstance(t, dict) and t.get("function_name")]
+    imported = imported_names(row.get("test") or "")
+    # the entry point must be a top-level name of the solution: one the tests import (test_info may list a
+    # class's methods first, e.g. push or __init__)
+    entry = next((n for n in imported if n in named), imported[0] if imported else named[0] if named else None)
     if not entry:
         raise TestFormatError("no function name in test_info")
     conv = Converted(pytest_check(row.get("test") or "", entry), 1, 1)

@@ -293,12 +293,27 @@ def mbpp_check(test_list: list[str], setup: str = "", reference: str | None = No
     return {"kind": "assert", "entry_point": entry, "code": code}
 
 
+def solution_imports(tree: ast.Module, module: str = "solution") -> list[ast.ImportFrom]:
+    """The top-level `from solution import ...` statements of a parsed pytest file."""
+    return [n for n in tree.body if isinstance(n, ast.ImportFrom) and n.module == module]
+
+
+def imported_names(test_code: str, module: str = "solution") -> list[str]:
+    """The names a pytest file imports from the solution at its top level, in order (none when it does not parse)."""
+    try:
+        tree = ast.parse(test_code)
+    except SyntaxError:
+        return []
+    return [a.name for n in solution_imports(tree, module) for a in n.names if a.name != "*"]
+
+
 def pytest_check(test_code: str, entry_point: str, module: str = "solution") -> dict:
     """A pytest file (`from solution import f` + `def test_*()`) -> assert kind.
 
-    The candidate is run in the same module as the test code (HumanEval
-    style), so `from solution import ...` lines are dropped; `check` calls
-    every `test_*` function. Tests that need fixtures/parametrize are refused.
+    The candidate is run in the same module as the test code (HumanEval style), so each `from solution import`
+    statement is cut out (an alias `f as g` becomes `g = f`); `check` calls every `test_*` function. What this
+    cannot run faithfully is refused: fixtures, parametrize and other decorators, async or generator tests,
+    test classes, setup/teardown functions, and imports of the solution anywhere but the top level.
     """
     try:
         tree = ast.parse(test_code)
@@ -308,7 +323,16 @@ def pytest_check(test_code: str, entry_point: str, module: str = "solution") -> 
     for node in tree.body:
         if isinstance(node, ast.Import) and any(a.name == module for a in node.names):
             raise TestFormatError(f"test code uses 'import {module}'")
+        if isinstance(node, ast.ClassDef) and node.name.startswith("Test"):
+            raise TestFormatError(f"test class {node.name} (only top-level test functions are run)")
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and \
+                node.name.split("_")[0] in ("setup", "teardown"):
+            raise TestFormatError(f"{node.name} (setup/teardown functions are not run)")
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test"):
+            if isinstance(node, ast.AsyncFunctionDef):
+                raise TestFormatError(f"{node.name} is async (calling it would not run its body)")
+            if any(isinstance(n, (ast.Yield, ast.YieldFrom)) for n in ast.walk(node)):
+                raise TestFormatError(f"{node.name} is a generator (calling it would not run its body)")
             if node.args.args or node.args.posonlyargs or node.args.kwonlyargs or node.args.vararg:
                 raise TestFormatError(f"{node.name} needs pytest fixtures")
             if node.decorator_list:
@@ -316,20 +340,26 @@ def pytest_check(test_code: str, entry_point: str, module: str = "solution") -> 
             tests.append(node.name)
     if not tests:
         raise TestFormatError("no test functions")
+    top = solution_imports(tree, module)
+    nested = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == module and n not in top]
+    if nested:
+        raise TestFormatError(f"imports from {module} below the top level (line {nested[0].lineno})")
     why = reaches_into_candidate(tree)
     if why:  # the test runs in a process of its own (codescaler/testcode.py): it cannot patch the candidate's
         raise TestFormatError(why)
-    lines = test_code.split("\n")
-    kept = []
-    drop = {n.lineno for n in tree.body if isinstance(n, ast.ImportFrom) and n.module == module}
-    spans = {n.lineno: n.end_lineno for n in tree.body if isinstance(n, ast.ImportFrom) and n.module == module}
-    skip_until = 0
-    for no, line in enumerate(lines, 1):
-        if no in drop:
-            skip_until = spans[no]
-        if no <= skip_until:
-            continue
-        kept.append(line)
+    edits = [(n, "; ".join(f"{a.asname} = {a.name}" for a in n.names if a.asname and a.name != "*") or "pass")
+             for n in top]
     calls = "\n".join(f"    {t}()" for t in tests)
-    code = "\n".join(kept).rstrip() + f"\n\n\ndef check(candidate):\n{calls}\n"
+    code = _replace_statements(test_code, edits).rstrip() + f"\n\n\ndef check(candidate):\n{calls}\n"
     return {"kind": "assert", "entry_point": entry_point, "code": code}
+
+
+def _replace_statements(source: str, edits: list[tuple[ast.stmt, str]]) -> str:
+    """`source` with each statement's exact span replaced by its text (other statements on its lines kept).
+    ast's columns are UTF-8 byte offsets, so the lines are edited as bytes."""
+    lines = [line.encode("utf-8") for line in source.split("\n")]
+    for node, text in sorted(edits, key=lambda e: (e[0].lineno, e[0].col_offset), reverse=True):
+        first, last = node.lineno - 1, node.end_lineno - 1
+        lines[first:last + 1] = [lines[first][:node.col_offset] + text.encode("utf-8")
+                                 + lines[last][node.end_col_offset:]]
+    return "\n".join(line.decode("utf-8") for line in lines)

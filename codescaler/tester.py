@@ -20,6 +20,7 @@ that imports them (pytest: ~0.15 s) finds them.
 from __future__ import annotations
 
 import builtins
+import importlib.util
 import os
 import signal
 import socket
@@ -90,7 +91,13 @@ def run_test(link: wire.Link, check_code, setup_code, names: list[str]) -> dict:
                 pass
         entry, got = link.ask({"op": "start", "names": names})
         env.update(got)
-        exec(check_code, env)
+        try:
+            exec(check_code, env)
+        except ImportError as e:  # the test's own import, of a module this sandbox lacks: not the candidate's fault
+            if not _importable(e.name):
+                return {"error": f"the test imports {e.name}, which this sandbox lacks (mount its site-packages "
+                                 "with --extra-paths)", "assert": False, "unsupported": True, "output_limit": False}
+            raise
         env["check"](entry)
     except MemoryError:
         raise
@@ -100,6 +107,16 @@ def run_test(link: wire.Link, check_code, setup_code, names: list[str]) -> dict:
     finally:
         wire.flush_std()
     return {}
+
+
+def _importable(name: str | None) -> bool:
+    """Whether module `name` can be found here (True when the error names none: then it is not ours to judge)."""
+    if not name:
+        return True
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def finish(control: int, report: dict, saved: dict) -> None:

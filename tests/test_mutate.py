@@ -100,3 +100,15 @@ def test_sandbox_error_is_never_a_failure():
     assert not counts_as_failure(_verdict("passed"))
     assert counts_as_failure(_verdict("timeout")) and counts_as_failure(_verdict("wrong_answer"))
     assert Status("sandbox_error") is Status.SANDBOX_ERROR
+
+
+def test_only_the_tokenizers_line_ends_split_lines():
+    """str.splitlines also splits on \\x0c, \\x1c-\\x1e, \\x85, \\u2028: edits after one landed in the wrong place."""
+    code = 'def f(x):\n    s = "a\x0cb\u2028c"\n    return x + 1\n'
+    for m in mutants(code):
+        assert m.code[:m.start] == code[:m.start] and m.code[m.start:].endswith(code[m.end:])
+        assert code[m.start:m.end] == m.original and m.original in ("x + 1", "+", "1"), m
+
+
+def test_code_too_deep_to_parse_gives_no_mutants_and_no_crash():
+    assert mutants("def f(x):\n    return " + " + ".join(["x"] * 1200) + "\n") == []

@@ -110,7 +110,8 @@ def test_synthesized_negatives_are_verified_mutants_of_passing_code():
     def verify(problem, codes):
         calls.append(codes)
         # A stand-in verifier: only the literal original passes; "a - b" hits an infrastructure error.
-        return [Verdict(status="passed", passed=True, cases_passed=2, cases_total=2, seconds=0.0) if c == good else
+        return [Verdict(status="passed", passed=True, cases_passed=2, cases_total=2, seconds=0.0)
+                if c.strip() == good.strip() else
                 Verdict(status="sandbox_error" if "a - b" in c else "wrong_answer", passed=False, cases_passed=0,
                         cases_total=2, seconds=0.0) for c in codes]
 
@@ -125,6 +126,21 @@ def test_synthesized_negatives_are_verified_mutants_of_passing_code():
         assert "# add them" in p.rejected  # formatting kept: only the mutated span differs
     with pytest.raises(ValueError):
         build_pairs({"p0": PROBLEM}, rows, PairsConfig(synthesize_negatives=3))
+
+
+def test_no_mutants_where_the_original_fails_in_this_sandbox():
+    """Verified elsewhere with pytest mounted, the original fails here (ModuleNotFoundError in the test): every
+    mutant would fail too, equivalent ones included, so none is taken as a rejected code."""
+    good = "def add(a, b):\n    debug_level = 3  # unused\n    return a + b\n"
+
+    def verify(problem, codes):
+        return [Verdict(status="runtime_error", passed=False, cases_passed=0, cases_total=1, seconds=0.0,
+                        detail="No module named 'pytest'") for _ in codes]
+
+    pairs, stats = build_pairs({"p0": PROBLEM}, [row(good, "passed", total=2)], PairsConfig(synthesize_negatives=4),
+                               verify=verify)
+    assert pairs == [] and stats["mutants verified failing"] == 0
+    assert any("does not pass in this sandbox" in k for k in stats)
 
 
 def _write_inputs(tmp_path, n_problems=3):
@@ -205,3 +221,14 @@ def test_synthesized_negatives_through_the_real_sandbox(tmp_path, capsys):
         head = next(i for i in range(min(len(c), len(r))) if c[i] != r[i])
         tail = next(i for i in range(min(len(c), len(r)) - head) if c[len(c) - 1 - i] != r[len(r) - 1 - i])
         assert "\n" not in c[head:len(c) - tail] + r[head:len(r) - tail] or p["rejected_source"] == "mutant:return"
+
+
+def test_code_too_deep_to_parse_is_a_candidate_not_a_traceback(tmp_path, capsys):
+    from codescaler.cli import main
+
+    deep = "def f(x):\n    return " + " + ".join(["x"] * 1200) + "\n"
+    write_jsonl(tmp_path / "problems.jsonl", [{"id": "p0", "prompt": "x", "tests": None}])
+    write_jsonl(tmp_path / "verified.jsonl", [row(deep, "passed")[2], row(BAD[0], "wrong_answer", sample=1)[2]])
+    assert main(["pairs", "--problems", str(tmp_path / "problems.jsonl"), "--verified",
+                 str(tmp_path / "verified.jsonl"), "--output", str(tmp_path / "pairs.jsonl")]) == 0
+    assert "Traceback" not in capsys.readouterr().err and len(open(tmp_path / "pairs.jsonl").readlines()) == 1

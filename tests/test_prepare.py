@@ -561,3 +561,13 @@ def test_release_latest_and_dates_only_for_lcb(tmp_path, capsys):
     assert lcb_data_files("release_latest") == LCB_FILES and lcb_data_files("v2_v3") == LCB_FILES[1:3]
     assert prepare("--dataset", "mbpp", "--start-date", "2024-01-01", "--output", tmp_path / "o.jsonl") == 2
     assert "use --dataset lcb" in capsys.readouterr().err
+
+
+def test_kodcode_entry_point_is_imported_not_a_method_from_test_info():
+    from codescaler.sources import Ctx, kodcode_row
+
+    row = {"question_id": "Q", "question": "Implement a Stack class.", "solution": "", "style": "", "subset": "",
+           "test": "from solution import Stack\n\ndef test_push():\n    s = Stack()\n    s.push(1)\n",
+           "test_info": [{"function_name": "push"}, {"function_name": "__init__"}]}
+    p = kodcode_row(row, 0, Ctx("kodcode", "", "train", "r", 0, "train", 1 << 20))
+    assert p.tests["entry_point"] == "Stack"

@@ -990,3 +990,38 @@ def test_the_unshare_root_shows_only_system_directories_and_the_harness():
     var = detail.split("var=")[1].split("]")[0]
     assert var.count("codescaler-harness-") == 1 and "," not in var, detail  # the harness's folder alone
     assert "PWD" not in detail.split("env=")[1], detail
+
+
+def test_a_module_the_test_imports_and_the_sandbox_lacks_is_infrastructure_not_wrong_code(verifier):
+    """KodCode tests `import pytest`; without it mounted (--extra-paths) that is the sandbox's failing, never the
+    candidate's. A candidate that imports a missing module itself is still wrong code."""
+    needs = Problem(id="needs", prompt="", tests={"kind": "assert", "entry_point": "add", "code": (
+        "import no_such_module_xyz\n\ndef check(candidate):\n    assert candidate(1, 2) == 3\n")})
+    v = run(verifier, needs, "def add(a, b):\n    return a + b")
+    assert v.status is Status.SANDBOX_ERROR and "no_such_module_xyz" in v.detail and "--extra-paths" in v.detail, v
+    own = run(verifier, ADD_ASSERT, "import no_such_module_xyz\ndef add(a, b):\n    return a + b")
+    assert own.status is Status.RUNTIME_ERROR, own
+    raised = run(verifier, ADD_ASSERT, "def add(a, b):\n    raise ModuleNotFoundError('x', name='no_such_xyz')")
+    assert raised.status is Status.RUNTIME_ERROR, raised  # a candidate cannot claim the infrastructure verdict
+
+
+def test_integers_beyond_python_s_4300_digit_text_limit_travel_both_ways(verifier):
+    # 7 ** 12_000 has 10,142 digits: json and str refuse it as decimal text
+    fact = Problem(id="fact", prompt="", tests={"kind": "assert", "entry_point": "f", "code": (
+        "def check(candidate):\n    assert candidate(12_000) == 7 ** 12_000\n    assert candidate(3) == 343\n")})
+    assert run(verifier, fact, "def f(n):\n    return 7 ** n").passed
+    call = Problem(id="callbig", prompt="", tests={"kind": "call", "fn_name": "f", "cases": [
+        {"args": [3], "expected": 343}, {"args": [12_000], "expected": 0}, {"args": [2], "expected": 49}]})
+    v = run(verifier, call, "def f(n):\n    return 7 ** n")
+    assert v.status is Status.WRONG_ANSWER and v.cases_passed == 2, v  # the big value came back and was compared
+
+
+def test_a_frame_nested_100000_deep_is_garbled_output_not_a_dead_worker():
+    from codescaler import wire as w
+
+    buf = bytearray()
+    payload = b"[" * 100_000 + b"]" * 100_000
+    buf += len(payload).to_bytes(4, "big") + payload
+    out = []
+    w.parse_frames(buf, out)
+    assert out == [{"garbled": True}] and not buf

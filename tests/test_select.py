@@ -158,3 +158,12 @@ def test_malformed_signals_are_one_line_errors_naming_the_line(tmp_path, capsys,
     rc = main(["select", "--responses", str(path), "--by", "tests", "--output", str(tmp_path / "o.jsonl")])
     err = capsys.readouterr().err
     assert rc == 2 and "v.jsonl:2:" in err and f"'{field}'" in err and not (tmp_path / "o.jsonl").exists()
+
+
+def test_random_on_the_curve_is_its_expectation_not_one_draw():
+    """At N = all candidates there is one subset: a single random draw made the curve read 1.0 or 0.0 there."""
+    from codescaler.select import best_of_n_curve
+
+    groups = group_by_problem([cand(p, i, i == 0) for p in "AB" for i in range(3)])
+    curve = best_of_n_curve(groups, ["random"], trials=5, seed=0)
+    assert curve["n"] == [1, 2, 3] and curve["accuracy"]["random"][-1] == pytest.approx(1 / 3)

@@ -33,3 +33,38 @@ def test_mbpp_check_binds_the_entry_point_and_refuses_patching():
     assert "    add = candidate\n" in tests["code"]
     with pytest.raises(testcases.TestFormatError, match="patch|capture"):
         mbpp_check(["assert add(1, 2) == 3", "assert sys.stdout is not None"], "", "def add(a, b):\n    return a + b")
+
+
+@pytest.mark.parametrize("test_code, reason", [
+    ("from solution import add\nasync def test_a():\n    assert add(1, 2) == 99\n", "async"),
+    ("from solution import add\ndef test_a():\n    yield\n    assert add(1, 2) == 99\n", "generator"),
+    ("from solution import add\ndef test_trivial():\n    assert True\n\nclass TestAdd:\n"
+     "    def test_a(self):\n        assert add(1, 2) == 99\n", "test class"),
+    ("from solution import add\nSTATE = {}\ndef setup_function():\n    STATE['x'] = 1\n"
+     "def test_a():\n    assert add(STATE['x'], 1) == 2\n", "setup/teardown"),
+    ("def test_a():\n    from solution import add\n    assert add(1, 2) == 3\n", "below the top level"),
+])
+def test_tests_that_would_pass_or_fail_wrongly_are_refused(test_code, reason):
+    """Each of these used to convert: async and generator tests (and test classes next to a top-level test)
+    passed any code, since calling them runs nothing; setup functions and nested imports failed good code."""
+    with pytest.raises(testcases.TestFormatError, match=reason):
+        pytest_check(test_code, "add")
+
+
+def test_aliases_and_imports_sharing_a_line_survive_the_conversion():
+    code = pytest_check("import math; from solution import add as plus, sub\n"
+                        "from solution import (\n    mul,\n)\n\ndef test_a():\n    assert plus(1, math.floor(2.5)) == 3\n",
+                        "add")["code"]
+    assert code.startswith("import math; plus = add\npass\n") and "from solution" not in code
+    env = {"add": lambda a, b: a + b, "sub": None, "mul": None}
+    exec(code, env)
+    env["check"](env["add"])  # a correct add passes
+    env["add"] = lambda a, b: a - b
+    exec(code, env)
+    with pytest.raises(AssertionError):
+        env["check"](env["add"])
+
+
+def test_kodcode_entry_point_is_a_name_the_tests_import():
+    assert testcases.imported_names("from solution import Stack\nfrom solution import (a, b as c)\n") == \
+        ["Stack", "a", "b"]
