@@ -283,7 +283,8 @@ def _resume_point(cfg: PolicyConfig, log_path: str) -> str | None:
             if os.path.exists(os.path.join(cfg.output_dir, name)):
                 os.remove(os.path.join(cfg.output_dir, name))
         if old:
-            print(f"--no-resume: removed {len(old)} checkpoints of the earlier run in {cfg.output_dir}", file=sys.stderr)
+            print(f"--no-resume: removed {len(old)} checkpoints of the earlier run in {cfg.output_dir}",
+                  file=sys.stderr)
         return None
     last = get_last_checkpoint(cfg.output_dir)
     step = 0

@@ -226,7 +226,8 @@ def stream_jsonl(path: str, tolerate_torn_tail: bool = False) -> Iterator[tuple[
                 yield n, obj
     except _TornGzip:
         if not tolerate_torn_tail:
-            raise RecordError(path, None, None, "is cut off: its last gzip member has no end (a killed writer)") from None
+            raise RecordError(path, None, None,
+                              "is cut off: its last gzip member has no end (a killed writer)") from None
     except (OSError, EOFError, zlib.error) as e:
         raise RecordError(path, None, None, f"cannot be read ({e})") from None
 

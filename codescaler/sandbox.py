@@ -401,7 +401,8 @@ def add_cli(p) -> None:
 
     p.add_argument("--problems", required=True, help="problems JSONL(.gz) with tests")
     p.add_argument("--responses", required=True, help="responses JSONL(.gz): {problem_id, response, ...}")
-    p.add_argument("--output", required=True, help="JSONL(.gz) to append to (responses plus `verdict`); a rerun resumes")
+    p.add_argument("--output", required=True,
+                   help="JSONL(.gz) to append to (responses plus `verdict`); a rerun resumes")
     add_sandbox_args(p)
     p.add_argument("--extraction", choices=MODES, default="syntax",
                    help="how code is taken from the response: syntax (SPEC rule, default) or reference (the paper's)")
