@@ -46,8 +46,10 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if (not action.option_strings or action.required or "default" in text
-                or action.default in (None, "", False, argparse.SUPPRESS)):
+        default = action.default
+        empty = default is None or default is False or default is argparse.SUPPRESS or \
+            (isinstance(default, (str, list, tuple)) and not default)  # (0 == False: compared by identity)
+        if not action.option_strings or action.required or "default" in text or empty:
             return text
         return text + " (default: %(default)s)"
 

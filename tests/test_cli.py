@@ -117,6 +117,7 @@ def test_help_for_every_verb_shows_defaults_and_no_format_debris(capsys):
         main(["score", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "(default: 512)" in text and "(default: 4096)" in text  # --chunk, --max-length
+    assert "(default: 0)" in text  # --token-budget: a default of 0 is shown (0 == False must not hide it)
     with pytest.raises(SystemExit):
         main(["train-rm", "--help"])
     assert "~30% slower" in " ".join(capsys.readouterr().out.split())
