@@ -99,14 +99,18 @@ def select_random(cands: list[dict], rng: random.Random, **_) -> int:
     return rng.randrange(len(cands))
 
 
-def select_majority(cands: list[dict], codes: list[str | None], **_) -> int:
+def select_majority(cands: list[dict], codes: list[str | None], rng: random.Random, **_) -> int:
+    """The first candidate of the most common code; a tie between codes (all distinct, say) is broken at random
+    (seeded), since taking the lowest sample would measure how candidates are numbered, not voting."""
     groups: dict[str, list[int]] = {}
     for i, c in enumerate(codes):
         if c is not None:
             groups.setdefault(c, []).append(i)
     if not groups:
         return 0
-    return max(groups.values(), key=len)[0]  # max keeps the first group among equals (insertion order)
+    top = max(map(len, groups.values()))
+    tied = [g for g in groups.values() if len(g) == top]
+    return tied[0][0] if len(tied) == 1 else rng.choice(tied)[0]
 
 
 SELECTORS = {"rm": select_rm, "tests": select_tests, "random": select_random, "majority": select_majority}

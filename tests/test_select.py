@@ -167,3 +167,13 @@ def test_random_on_the_curve_is_its_expectation_not_one_draw():
     groups = group_by_problem([cand(p, i, i == 0) for p in "AB" for i in range(3)])
     curve = best_of_n_curve(groups, ["random"], trials=5, seed=0)
     assert curve["n"] == [1, 2, 3] and curve["accuracy"]["random"][-1] == pytest.approx(1 / 3)
+
+
+def test_majority_breaks_ties_at_random_not_by_sample_order():
+    """All codes distinct: lowest-sample-first made majority pick whatever is numbered first (in the demo's pool,
+    always a mutant). A seeded random tie-break picks each of the tied codes across problems."""
+    rows = [cand(f"P{k}", i, i == 2, code=f"x = {i}") for k in range(40) for i in range(3)]
+    groups = group_by_problem(rows)
+    choices, _ = select_all(groups, SelectConfig(by=["majority"]))
+    assert set(choices["majority"].values()) == {0, 1, 2}
+    assert select_all(groups, SelectConfig(by=["majority"]))[0] == choices  # seeded
