@@ -108,8 +108,7 @@ def candidates_from(rows: Sequence[tuple[str, int, dict]], extraction: str, stat
         if d.get("verdict") is None:
             stats["skipped_response: no verdict (not verified)"] += 1
             continue
-        check_verdict(d, path, line)
-        v = Verdict.from_dict(d["verdict"], path, line)
+        v = check_verdict(d, path, line)
         if v.status.value == "sandbox_error":
             stats["skipped_response: sandbox_error (infrastructure, not wrong code)"] += 1
             continue

@@ -258,16 +258,16 @@ def _gzip_lines(f) -> Iterator[bytes]:
         yield b"".join(parts)
 
 
-def check_verdict(d: dict, path: str, line: int | None) -> None:
-    """A row's `verdict`, when it has one, must be SPEC's Verdict: else a RecordError naming the file and line
+def check_verdict(d: dict, path: str, line: int | None) -> Verdict | None:
+    """A row's `verdict` as a Verdict (None when it has none), or a RecordError naming the file and line
     (eval, select and pairs read verdicts that another run wrote)."""
     v = d.get("verdict")
     if v is None:
-        return
+        return None
     if not isinstance(v, dict):
         raise RecordError(path, line, "verdict", f"must be an object, got {type(v).__name__}")
     try:
-        Verdict.from_dict(v, path, line)
+        return Verdict.from_dict(v, path, line)
     except RecordError:
         raise
     except ValueError as e:  # an unknown status, or passed=true without a pass

@@ -247,9 +247,15 @@ def _no_test_verdict(problem: Problem | None, code: str | None, config: SandboxC
     return None
 
 
-def _check_problems(problems) -> None:
-    if not isinstance(problems, dict) or not all(isinstance(p, Problem) for p in problems.values()):
+def _lookup(problems, items) -> list:
+    """(problem or None, code) per item; only the problems asked for are checked (a GRPO step asks for a few of
+    thousands)."""
+    if not isinstance(problems, dict):
         raise TypeError("problems must be a dict {problem id: Problem}, e.g. codescaler.records.read_problems(path)")
+    out = [(problems.get(pid), code) for pid, code in items]
+    if any(p is not None and not isinstance(p, Problem) for p, _ in out):
+        raise TypeError("problems must map ids to Problem records, e.g. codescaler.records.read_problems(path)")
+    return out
 
 
 def _cases_total(problem: Problem | None) -> int:
@@ -314,8 +320,7 @@ class Verifier:
 
     def imap(self, problems: dict[str, Problem], items: Iterable[tuple[str, str | None]]) -> Iterator[Verdict]:
         """Verdicts for (problem_id, code or None) items, yielded in input order as they finish."""
-        _check_problems(problems)
-        futures = [self._pool.submit(self._one, problems.get(pid), code) for pid, code in items]
+        futures = [self._pool.submit(self._one, problem, code) for problem, code in _lookup(problems, items)]
         try:
             for f in futures:
                 yield f.result()
@@ -326,9 +331,8 @@ class Verifier:
     def verify(self, problems: dict[str, Problem], items: list[tuple[str, str | None]],
                progress: Callable[[int], None] | None = None) -> list[Verdict]:
         """A list of verdicts in input order; `progress(n)` is called after each one."""
-        _check_problems(problems)
         if progress is None:  # this thread sleeps until the last one (no wake-up, nor GIL hand-off, per verdict)
-            futures = [self._pool.submit(self._one, problems.get(pid), code) for pid, code in items]
+            futures = [self._pool.submit(self._one, problem, code) for problem, code in _lookup(problems, items)]
             try:
                 wait(futures)
                 return [f.result() for f in futures]
